@@ -1,0 +1,12 @@
+"""Slicewise: Streamlit entry point. Navigation and the shared sidebar only; no logic."""
+
+import streamlit as st
+
+st.set_page_config(page_title="Slicewise", page_icon=":material/radiology:", layout="wide")
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/viewer.py", title="Viewer", icon=":material/visibility:"),
+]
+
+st.navigation(PAGES).run()
