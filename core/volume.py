@@ -30,7 +30,7 @@ def _as_array(array: object) -> np.ndarray:
     if arr.ndim != 3 or 0 in arr.shape:
         raise VolumeError(f"array must be (z, y, x) or (y, x) and non-empty, got shape {arr.shape}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).any():
+    if not any(np.isfinite(plane).any() for plane in arr):  # per slice: no volume-sized temporary
         raise VolumeError("array holds no finite value (all NaN or infinite)")
     return arr
 

@@ -1,0 +1,213 @@
+"""Writers for DICOM series, NIfTI, NRRD and PNG that `core.io.load_volume` reads back exactly.
+
+They exist for the demo data, the tests and the predictions (masks as `.nrrd`); the layouts are the
+ones `load_volume` treats as canonical, so a round trip returns the same `(z, y, x)` array.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MRImageStorage,
+    generate_uid,
+)
+
+from core.errors import SlicewiseError
+
+RESCALE_INTERCEPT = -1024.0
+_SOP_CLASS = {"CT": CTImageStorage, "MR": MRImageStorage}
+_UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+
+class WriteError(SlicewiseError):
+    """A writer was given values it cannot store faithfully."""
+
+
+def _stored_values(hu: np.ndarray, target: str) -> tuple[np.ndarray, int]:
+    """HU -> stored pixel values (HU - intercept) as uint16 when non-negative, else int16."""
+    arr = np.asarray(hu)
+    if arr.ndim != 3 or 0 in arr.shape:
+        raise WriteError(f"{target}: hu must be a non-empty (z, y, x) array, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise WriteError(f"{target}: hu holds NaN or infinite values")
+    stored = np.rint(arr.astype(np.float64)) - RESCALE_INTERCEPT
+    lo, hi = float(stored.min()), float(stored.max())
+    if lo >= 0 and hi <= 65535:
+        return stored.astype(np.uint16), 0
+    if lo >= -32768 and hi <= 32767:
+        return stored.astype(np.int16), 1
+    raise WriteError(f"{target}: HU range [{lo - 1024:g}, {hi - 1024:g}] does not fit 16-bit DICOM")
+
+
+def _file_meta(sop_class: str, sop_uid: str, transfer_syntax: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = transfer_syntax
+    meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+    return meta
+
+
+def _series_dataset(
+    modality: str, study_uid: str, series_uid: str, patient_id: str, description: str,
+    spacing: Sequence[float], window: tuple[float, float] | None, pixel_rep: int, shape: tuple[int, ...],
+) -> Dataset:
+    """The header every slice of the series shares."""
+    now = _dt.datetime.now()
+    ds = Dataset()
+    ds.SOPClassUID = _SOP_CLASS[modality]
+    ds.Modality = modality
+    ds.PatientID = patient_id
+    ds.PatientName = patient_id
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.FrameOfReferenceUID = series_uid + ".1" if len(series_uid) < 62 else generate_uid()
+    ds.StudyDate = ds.SeriesDate = now.strftime("%Y%m%d")
+    ds.StudyTime = ds.SeriesTime = now.strftime("%H%M%S")
+    ds.SeriesNumber = 1
+    ds.SeriesDescription = description
+    ds.Manufacturer = "Slicewise"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [float(spacing[1]), float(spacing[2])]
+    ds.SliceThickness = float(spacing[0])
+    ds.Rows, ds.Columns = int(shape[1]), int(shape[2])
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = pixel_rep
+    ds.RescaleSlope = 1
+    ds.RescaleIntercept = RESCALE_INTERCEPT
+    ds.RescaleType = "HU" if modality == "CT" else "US"
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = float(window[0]), float(window[1])
+    return ds
+
+
+def write_dicom_series(
+    hu: np.ndarray,
+    folder: Path,
+    *,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    origin: Sequence[float] = (0.0, 0.0, 0.0),
+    modality: str = "CT",
+    series_uid: str | None = None,
+    study_uid: str | None = None,
+    patient_id: str = "ANON",
+    series_description: str = "",
+    window: tuple[float, float] | None = None,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+) -> list[str]:
+    """Write `hu` (z, y, x) as one CT/MR Image Storage file per slice, IM00001.dcm, ...
+
+    `spacing` is (z, y, x) mm, `origin` the (x, y, z) mm patient position of voxel [0, 0, 0];
+    slice z sits at origin z + z * spacing z. Stored values are HU + 1024 (RescaleIntercept -1024).
+    A compressed `transfer_syntax` is encoded with pydicom's encoders (RLE Lossless works with the
+    installed plugins; JPEG-LS needs pyjpegls). Returns the SOPInstanceUIDs in z order.
+    """
+    folder = Path(folder)
+    if modality not in _SOP_CLASS:
+        raise WriteError(f"{folder}: modality must be one of {sorted(_SOP_CLASS)}, got {modality!r}")
+    stored, pixel_rep = _stored_values(hu, str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    series_uid = series_uid or generate_uid()
+    base = _series_dataset(
+        modality, study_uid or generate_uid(), series_uid, patient_id, series_description,
+        spacing, window, pixel_rep, stored.shape,
+    )
+    uids = []
+    for z in range(stored.shape[0]):
+        position = [float(origin[0]), float(origin[1]), float(origin[2]) + z * float(spacing[0])]
+        uids.append(_write_slice(base, stored[z], z, position, folder, UID(transfer_syntax)))
+    return uids
+
+
+def _write_slice(base: Dataset, pixels: np.ndarray, z: int, position: list[float], folder: Path,
+                 transfer_syntax: UID) -> str:
+    ds = Dataset()
+    ds.update(base)
+    sop_uid = generate_uid()
+    ds.SOPInstanceUID = sop_uid
+    ds.InstanceNumber = z + 1
+    ds.ImagePositionPatient = position
+    ds.SliceLocation = position[2]
+    ds.file_meta = _file_meta(base.SOPClassUID, sop_uid, ExplicitVRLittleEndian)
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    if transfer_syntax not in _UNCOMPRESSED:
+        ds.compress(transfer_syntax, np.ascontiguousarray(pixels), generate_instance_uid=False)
+    else:
+        ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.save_as(folder / f"IM{z + 1:05d}.dcm", enforce_file_format=True)
+    return sop_uid
+
+
+def _check_array(array: np.ndarray, target: Path) -> np.ndarray:
+    arr = np.asarray(array)
+    if arr.ndim != 3 or 0 in arr.shape:
+        raise WriteError(f"{target}: array must be a non-empty (z, y, x) array, got shape {arr.shape}")
+    if arr.dtype == np.float64:
+        arr = arr.astype(np.float32)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    return arr
+
+
+def write_nifti(array: np.ndarray, path: Path, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Path:
+    """Write `array` (z, y, x) as NIfTI in the LPS+ voxel layout that `load_volume` returns unchanged.
+
+    The data are stored (x, y, z) with affine diag(-sx, -sy, sz): x runs to the patient's left, y to
+    posterior, z to superior (RAS world coordinates, as NIfTI requires).
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    arr = _check_array(array, path)
+    sz, sy, sx = (float(s) for s in spacing)
+    affine = np.diag([-sx, -sy, sz, 1.0])
+    img = nib.Nifti1Image(np.ascontiguousarray(arr.transpose(2, 1, 0)), affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+    return path
+
+
+def write_nrrd(array: np.ndarray, path: Path, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> Path:
+    """Write `array` (z, y, x) as NRRD (SimpleITK, LPS identity direction, compressed)."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    arr = _check_array(array, path)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(arr))
+    sz, sy, sx = (float(s) for s in spacing)
+    img.SetSpacing((sx, sy, sz))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(img, str(path), useCompression=True)
+    return path
+
+
+def write_png(gray2d: np.ndarray, path: Path) -> Path:
+    """Write a 2D uint8 or uint16 grey image as PNG (16-bit kept)."""
+    from PIL import Image
+
+    path = Path(path)
+    arr = np.asarray(gray2d)
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise WriteError(f"{path}: a PNG needs a non-empty 2D array, got shape {arr.shape}")
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise WriteError(f"{path}: a PNG needs uint8 or uint16 values, got {arr.dtype}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(arr)).save(path, format="PNG", compress_level=1)
+    return path
