@@ -137,7 +137,8 @@ def _write_slice(base: Dataset, pixels: np.ndarray, z: int, position: list[float
                  transfer_syntax: UID) -> str:
     ds = Dataset()
     ds.update(base)
-    sop_uid = generate_uid()
+    # Derived from the series UID and the slice index: the same series writes the same UIDs.
+    sop_uid = generate_uid(entropy_srcs=[str(base.SeriesInstanceUID), str(z)])
     ds.SOPInstanceUID = sop_uid
     ds.InstanceNumber = z + 1
     ds.ImagePositionPatient = position
