@@ -1,0 +1,157 @@
+"""Annotated slices -> the lung-box model's training set (SPEC section 4).
+
+For each slice in the annotation CSV: read its volume, apply the lung window (center -600,
+width 1500), divide by the slice's maximum, resize to `size` x `size` (bilinear, antialiased,
+exactly what `core.models.lung_localizer.prepare_input` does at prediction time) and store it as
+float16 `.npy` under `train/` or `val/`. The reference pipeline scales to 0-65535 twice; float16
+tops out at 65504, so we store value / 65535, i.e. [0, 1]. Volumes (series) are split, never
+slices, so no series is in both. Mean and std come from the per-image mean and mean of squares
+of the written training files, in [0, 1] units.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from core.annotations import BoxStore, atomic_write_text
+from core.errors import SlicewiseError, TrainingDataError
+from core.export import VolumeLocator
+from core.windowing import PRESETS, apply_window
+
+BOXES_COLUMNS = ("Image", "Xmin", "Ymin", "Xmax", "Ymax", "Volume", "Slice", "split", "file")
+
+
+def lung_window_normalised(hu_slices: np.ndarray) -> np.ndarray:
+    """(n, y, x) HU -> lung window in [0, 1], each slice divided by its maximum (0 stays 0)."""
+    center, width = PRESETS["lung"]
+    windowed = apply_window(hu_slices, center, width)
+    peak = windowed.reshape(windowed.shape[0], -1).max(axis=1)
+    peak[peak <= 0] = 1.0
+    return windowed / peak[:, None, None]
+
+
+def resize_square(slices: np.ndarray, size: int) -> np.ndarray:
+    """(n, y, x) float32 -> (n, size, size): bilinear with antialiasing, as at prediction time."""
+    if slices.shape[1:] == (size, size):
+        return slices
+    import torch  # lazily: importing core must not import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32)).unsqueeze(1)
+    out = torch.nn.functional.interpolate(tensor, size=(size, size), mode="bilinear",
+                                          align_corners=False, antialias=True)
+    return out.squeeze(1).numpy()
+
+
+def split_volumes(volume_ids: list[str], val_fraction: float, seed: int) -> tuple[set[str], set[str]]:
+    """(train, val) volume ids: a seeded shuffle; at least one val volume when there are two or more
+    and val_fraction > 0, at least one train volume always."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise TrainingDataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    ids = sorted(volume_ids)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_val = round(val_fraction * len(ids))
+    if val_fraction > 0 and len(ids) >= 2:
+        n_val = min(max(n_val, 1), len(ids) - 1)
+    val = {ids[i] for i in order[:n_val]}
+    return set(ids) - val, val
+
+
+def _reset_out(out: Path) -> None:
+    """Drop what an earlier prepare wrote here (its stats.json first: it marks a finished run)."""
+    (out / "stats.json").unlink(missing_ok=True)
+    for split in ("train", "val"):
+        if (out / split).is_dir():
+            shutil.rmtree(out / split)
+        (out / split).mkdir(parents=True)
+
+
+def _volume_slices(locator: VolumeLocator, volume_id: str, rows: list[dict]) -> np.ndarray:
+    """(n, y, x) HU of the annotated slices of one volume, in the order of `rows`."""
+    volume = locator.load(volume_id)
+    zs = [locator.slice_index(volume, r["Image"], int(r["Slice"])) for r in rows]
+    return volume.array[zs]
+
+
+def _write_stats(out: Path, stats: dict) -> None:
+    atomic_write_text(out / "stats.json", json.dumps(stats, indent=1))
+
+
+def prepare_lung_dataset(csv_path: str | Path, data_root: str | Path, out_dir: str | Path,
+                         val_fraction: float = 0.2, size: int = 512, seed: int = 0,
+                         progress: Callable[[str], object] = print) -> Path:
+    """Write `<out>/{train,val}/<n>.npy`, `boxes.csv`, `train_ids.txt`, `val_ids.txt`, `stats.json`.
+
+    Rows whose volume cannot be read are skipped and listed in stats.json ("skipped"); raises
+    TrainingDataError when nothing is left or the CSV holds no box.
+    """
+    if int(size) < 8:
+        raise TrainingDataError(f"size must be at least 8 pixels, got {size}")
+    rows = BoxStore(csv_path).rows()
+    if not rows:
+        raise TrainingDataError(f"{csv_path}: no annotated slice to prepare (the CSV is empty or missing)")
+    by_volume: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_volume[row["Volume"]].append(row)
+    train_ids, val_ids = split_volumes(list(by_volume), val_fraction, seed)
+    out = Path(out_dir)
+    _reset_out(out)
+    locator = VolumeLocator(data_root)
+    table, skipped, totals = [], [], {"sum": 0.0, "sumsq": 0.0}
+    counters = {"train": 0, "val": 0}
+    for k, volume_id in enumerate(sorted(by_volume), start=1):
+        split = "val" if volume_id in val_ids else "train"
+        try:
+            vrows = sorted(by_volume[volume_id], key=lambda r: r["Slice"])
+            hu = _volume_slices(locator, volume_id, vrows)
+        except SlicewiseError as exc:
+            skipped.append(f"{volume_id}: {exc}")
+            progress(f"volume {k}/{len(by_volume)}: skipped {volume_id} ({exc})")
+            continue
+        images = resize_square(lung_window_normalised(hu), int(size)).astype(np.float16)
+        for image, row in zip(images, vrows, strict=True):
+            name = f"{split}/{counters[split]}.npy"
+            counters[split] += 1
+            np.save(out / name, image)
+            if split == "train":
+                values = image.astype(np.float64)
+                totals["sum"] += values.sum() / values.size
+                totals["sumsq"] += np.square(values).sum() / values.size
+            table.append({**{c: row[c] for c in BOXES_COLUMNS[:7]}, "split": split, "file": name})
+        locator.forget(volume_id)
+        progress(f"volume {k}/{len(by_volume)}: {volume_id} -> {len(vrows)} {split} slice(s)")
+    return _finish(out, table, skipped, totals, counters, int(size), seed, val_fraction, progress)
+
+
+def _finish(out: Path, table: list[dict], skipped: list[str], totals: dict, counters: dict, size: int,
+            seed: int, val_fraction: float, progress: Callable[[str], object]) -> Path:
+    if counters["train"] == 0:
+        why = "; ".join(skipped) or "no rows"
+        raise TrainingDataError(f"{out}: no training slice could be prepared ({why})")
+    with open(out / "boxes.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=BOXES_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(table)
+    for split in ("train", "val"):
+        ids = [r["Image"] for r in table if r["split"] == split]
+        (out / f"{split}_ids.txt").write_text("".join(f"{i}\n" for i in ids))
+    mean = totals["sum"] / counters["train"]
+    std = math.sqrt(max(0.0, totals["sumsq"] / counters["train"] - mean * mean))
+    stats = {"mean": mean, "std": std, "size": size, "n_train": counters["train"], "n_val": counters["val"],
+             "seed": seed, "val_fraction": val_fraction, "scale": "value / 65535 (lung window / max)",
+             "window": list(PRESETS["lung"]), "skipped": skipped,
+             "train_volumes": sorted({r["Volume"] for r in table if r["split"] == "train"}),
+             "val_volumes": sorted({r["Volume"] for r in table if r["split"] == "val"})}
+    if counters["val"] == 0:
+        progress("warning: no validation slice (annotate slices of at least two volumes)")
+    _write_stats(out, stats)
+    progress(f"prepared {counters['train']} train / {counters['val']} val slices in {out} "
+             f"(mean {mean:.4f}, std {std:.4f})")
+    return out

@@ -1,0 +1,165 @@
+"""The prepare step (SPEC 4): annotated DICOM slices -> float16 .npy train/val, boxes, stats."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.annotations import BoxStore
+from core.errors import TrainingDataError
+from core.io import load_volume
+from core.io.writers import write_dicom_series
+from core.phantoms import chest_ct_phantom
+from core.prepare import prepare_lung_dataset, split_volumes
+from core.windowing import apply_window
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPE = (8, 64, 64)
+
+
+@pytest.fixture
+def annotated(data_root):
+    """Three phantom CT series as DICOM, their lung slices annotated with the true boxes."""
+    store = BoxStore(data_root.parent / "annotations" / "lung_bbox.csv")
+    volumes = []
+    for k in range(3):
+        ph = chest_ct_phantom(SHAPE, (5.0, 2.8, 2.8), seed=10 + k)
+        folder = data_root / "ct" / f"case{k}"
+        write_dicom_series(np.round(ph.hu).astype(np.int16), folder, spacing=(5.0, 2.8, 2.8))
+        volume = load_volume(folder)
+        volumes.append(volume)
+        for z, box in enumerate(ph.boxes):
+            if not np.isnan(box).any():
+                store.upsert(volume.slice_ids[z], *map(float, box), volume=volume.volume_id, slice=z,
+                             annotator="truth")
+    return store, volumes
+
+
+def _train_files(out: Path) -> list[np.ndarray]:
+    return [np.load(p) for p in sorted((out / "train").glob("*.npy"))]
+
+
+def test_prepare_writes_float16_slices_split_by_series(annotated, data_root, tmp_path):
+    store, volumes = annotated
+    messages = []
+    out = prepare_lung_dataset(store.path, data_root, tmp_path / "prepared", val_fraction=0.34, size=32,
+                               seed=1, progress=messages.append)
+    table = pd.read_csv(out / "boxes.csv")
+    assert list(table.columns) == [
+        "Image", "Xmin", "Ymin", "Xmax", "Ymax", "Volume", "Slice", "split", "file"]
+    assert len(table) == len(store.rows())
+    train_series = set(table.loc[table.split == "train", "Volume"])
+    val_series = set(table.loc[table.split == "val", "Volume"])
+    assert len(val_series) == 1 and len(train_series) == 2 and not train_series & val_series
+    for _, row in table.iterrows():
+        image = np.load(out / row["file"])
+        assert image.dtype == np.float16 and image.shape == (32, 32)
+        assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+        assert row["file"].startswith(row["split"] + "/")
+    for split in ("train", "val"):
+        ids = (out / f"{split}_ids.txt").read_text().split()
+        assert ids == list(table.loc[table.split == split, "Image"])
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["size"] == 32 and stats["n_train"] + stats["n_val"] == len(table)
+    assert sorted(stats["val_volumes"]) == sorted(val_series)
+    assert any("prepared" in m for m in messages) and sum("volume" in m for m in messages) == 3
+
+
+def test_stats_equal_a_direct_numpy_computation(annotated, data_root, tmp_path):
+    store, _ = annotated
+    out = prepare_lung_dataset(store.path, data_root, tmp_path / "p", size=24, progress=lambda m: None)
+    images = np.stack(_train_files(out)).astype(np.float64)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["mean"] == pytest.approx(images.mean(), rel=1e-9)
+    assert stats["std"] == pytest.approx(images.std(), rel=1e-6)
+    assert 0.05 < stats["mean"] < 0.95 and stats["std"] > 0.05
+
+
+def test_slices_are_the_lung_window_divided_by_its_max(annotated, data_root, tmp_path):
+    store, volumes = annotated
+    out = prepare_lung_dataset(store.path, data_root, tmp_path / "p", size=64, progress=lambda m: None)
+    table = pd.read_csv(out / "boxes.csv")
+    row = table.iloc[0]
+    volume = next(v for v in volumes if v.volume_id == row["Volume"])
+    expected = apply_window(volume.array[volume.slice_ids.index(row["Image"])], -600, 1500)
+    expected /= expected.max()
+    np.testing.assert_allclose(np.load(out / row["file"]).astype(np.float32), expected, atol=1e-3)
+
+
+def test_matches_the_lung_localizer_input_pipeline(annotated, data_root, tmp_path):
+    lung = pytest.importorskip("core.models.lung_localizer")
+    store, volumes = annotated
+    out = prepare_lung_dataset(store.path, data_root, tmp_path / "p", size=48, progress=lambda m: None)
+    row = pd.read_csv(out / "boxes.csv").iloc[0]
+    volume = next(v for v in volumes if v.volume_id == row["Volume"])
+    z = volume.slice_ids.index(row["Image"])
+    expected = lung.prepare_input(volume, {"image_size": 48, "mean": 0.0, "std": 1.0})[z, 0].numpy()
+    np.testing.assert_allclose(np.load(out / row["file"]).astype(np.float32), expected, atol=1e-3)
+
+
+def test_rerun_replaces_the_previous_output(annotated, data_root, tmp_path):
+    store, _ = annotated
+    out = tmp_path / "p"
+    prepare_lung_dataset(store.path, data_root, out, size=16, progress=lambda m: None)
+    before = len(list(out.glob("*/*.npy")))
+    for row in store.rows()[:4]:
+        store.delete(row["Image"])
+    prepare_lung_dataset(store.path, data_root, out, size=16, progress=lambda m: None)
+    assert len(list(out.glob("*/*.npy"))) == before - 4 == len(pd.read_csv(out / "boxes.csv"))
+
+
+def test_unreadable_volumes_are_skipped_and_listed(annotated, data_root, tmp_path):
+    store, _ = annotated
+    store.upsert("lost#0", 0.1, 0.1, 0.5, 0.5, volume="lost.nii.gz", slice=0, annotator="x")
+    out = prepare_lung_dataset(store.path, data_root, tmp_path / "p", size=16, progress=lambda m: None)
+    stats = json.loads((out / "stats.json").read_text())
+    assert len(stats["skipped"]) == 1 and "lost.nii.gz" in stats["skipped"][0]
+    assert "lost#0" not in set(pd.read_csv(out / "boxes.csv")["Image"])
+
+
+def test_nothing_to_prepare_raises(data_root, tmp_path):
+    with pytest.raises(TrainingDataError, match="no annotated slice"):
+        prepare_lung_dataset(tmp_path / "none.csv", data_root, tmp_path / "p", progress=lambda m: None)
+    store = BoxStore(tmp_path / "lost.csv")
+    store.upsert("lost#0", 0.1, 0.1, 0.5, 0.5, volume="lost.nii.gz", slice=0, annotator="x")
+    with pytest.raises(TrainingDataError, match="lost.nii.gz"):
+        prepare_lung_dataset(store.path, data_root, tmp_path / "p", progress=lambda m: None)
+    assert not (tmp_path / "p" / "stats.json").exists()
+
+
+def test_bad_settings_raise(data_root, tmp_path):
+    with pytest.raises(TrainingDataError, match="val_fraction"):
+        split_volumes(["a", "b"], 1.5, 0)
+    with pytest.raises(TrainingDataError, match="size"):
+        prepare_lung_dataset(tmp_path / "x.csv", data_root, tmp_path / "p", size=2)
+
+
+def test_split_is_seeded_and_keeps_both_sides():
+    ids = [f"s{i}" for i in range(10)]
+    train, val = split_volumes(ids, 0.2, seed=3)
+    assert len(val) == 2 and train | val == set(ids) and not train & val
+    assert split_volumes(ids, 0.2, seed=3) == (train, val)
+    assert split_volumes(["only"], 0.2, 0) == ({"only"}, set())
+    assert len(split_volumes(["a", "b"], 0.01, 0)[1]) == 1
+
+
+def test_cli_prepare(annotated, data_root, tmp_path):
+    store, _ = annotated
+    out = tmp_path / "cli"
+    result = subprocess.run(
+        [sys.executable, "-m", "core", "prepare", "--csv", str(store.path), "--data", str(data_root),
+         "--out", str(out), "--size", "64"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "prepared" in result.stdout and (out / "stats.json").is_file()
+    bad = subprocess.run([sys.executable, "-m", "core", "prepare", "--csv", str(tmp_path / "none.csv"),
+                          "--data", str(data_root), "--out", str(out)], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "no annotated slice" in bad.stderr
