@@ -7,6 +7,7 @@ st.set_page_config(page_title="Slicewise", page_icon=":material/radiology:", lay
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/viewer.py", title="Viewer", icon=":material/visibility:"),
+    st.Page("pages/annotate.py", title="Annotate", icon=":material/draw:"),
 ]
 
 st.navigation(PAGES).run()

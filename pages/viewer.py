@@ -1,3 +1,221 @@
+"""Viewer: browse a volume slice by slice with windowing, orientations, readout, montage, overlays."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
 import streamlit as st
 
-st.title("Slicewise")
+from core import render, settings
+from core.errors import SlicewiseError
+from core.volume import Volume
+from pages._ui.frames import montage_png, stack_frames
+from pages._ui.loaders import data_root, list_volumes_cached, load_volume_cached, path_mtime, truth_cached
+from pages._ui.overlays import available_layers
+from pages._ui.slice_viewer import slice_viewer
+
+FAST, PLAIN = "In the browser (fast)", "Server slider"
+UPLOAD_KEY = "viewer_upload_dir"
+
+
+def _saved_upload(upload) -> Path:
+    """Write an uploaded file to a temp folder (once per upload) and return its path."""
+    saved = st.session_state.get(UPLOAD_KEY)
+    if saved and saved[0] == upload.file_id and Path(saved[1]).exists():
+        return Path(saved[1])
+    folder = Path(tempfile.mkdtemp(prefix="slicewise-upload-"))
+    path = folder / Path(upload.name).name
+    path.write_bytes(upload.getbuffer())
+    st.session_state[UPLOAD_KEY] = (upload.file_id, str(path))
+    return path
+
+
+def _pick_source(root: Path) -> tuple[Path | None, str]:
+    try:
+        entries = list_volumes_cached(str(root))
+    except (SlicewiseError, OSError) as exc:
+        st.error(f"Cannot list the volumes under {root}: {exc}")
+        entries = []
+    names = {f"{e.name}  ·  {e.kind}": e.path for e in entries}
+    left, right = st.columns([3, 2])
+    label = left.selectbox("Volume", list(names), index=0 if names else None, key="viewer_volume",
+                           placeholder=f"No volumes under {root}: create the demo data on Home")
+    upload = right.file_uploader("…or open a file", key="viewer_file",
+                                 type=["dcm", "nii", "gz", "nrrd", "nhdr", "png", "jpg", "jpeg"])
+    if upload is not None:
+        return _saved_upload(upload), upload.name
+    if label is None:
+        return None, ""
+    return names[label], label.split("  ·  ")[0]
+
+
+def _window_controls(volume: Volume) -> tuple[float, float]:
+    options, default = render.window_choices(volume.modality)
+    choice = st.selectbox("Window", options, index=options.index(default),
+                          key=f"viewer_window_{volume.modality}")  # CT keeps its preset, MR its own
+    start = render.resolve_window(default if choice == render.CUSTOM_WINDOW else choice, volume.array)
+    custom = None
+    if choice == render.CUSTOM_WINDOW:
+        c1, c2 = st.columns(2)
+        center = c1.number_input("Center", value=float(round(start[0])), step=10.0, key="viewer_center")
+        width = c2.number_input("Width", value=float(round(start[1])), min_value=1.0, step=10.0,
+                                key="viewer_width")
+        custom = (center, width)
+    window = render.resolve_window(choice, volume.array, custom)
+    unit = "HU" if volume.modality == "CT" else "units"
+    st.caption(f"center {window[0]:.0f} {unit}, width {window[1]:.0f}")
+    return window
+
+
+def _overlay_controls(layers: dict) -> list[render.OverlayLayer]:
+    chosen = []
+    for name, layer in layers.items():
+        on = st.checkbox(name, value=layer.visible, key=f"viewer_ov_{name}")
+        if not on:
+            continue
+        opacity = st.slider("Opacity", 0.0, 1.0, float(layer.opacity), 0.05, key=f"viewer_op_{name}",
+                            label_visibility="collapsed")
+        style = layer.style
+        if layer.kind == "mask":
+            style = st.radio("Draw", list(render.MASK_STYLES), index=list(render.MASK_STYLES).index(style),
+                             key=f"viewer_st_{name}", horizontal=True, label_visibility="collapsed")
+        chosen.append(render.OverlayLayer(layer.kind, layer.data, layer.colour, opacity, True, name, style,
+                                          layer.line_width, layer.threshold))
+    if not layers:
+        st.caption("No overlays for this volume yet (demo volumes carry ground truth).")
+    return chosen
+
+
+def _current_index(n: int, orientation: str) -> int:
+    """Slice shown, per orientation, kept in session state; the middle slice at first."""
+    indices = st.session_state.setdefault("viewer_index", {})
+    return min(max(int(indices.get(orientation, n // 2)), 0), n - 1)
+
+
+def _remember_index(orientation: str, index: int) -> None:
+    st.session_state.setdefault("viewer_index", {})[orientation] = int(index)
+
+
+def _show_readout(volume: Volume, orientation: str, index: int, row: int, col: int) -> None:
+    r = render.readout(volume.array, orientation, index, row, col, volume.direction)
+    if not r.inside:
+        st.caption("The point is outside the image.")
+        return
+    unit = "HU" if volume.modality == "CT" else ""
+    st.markdown(f"**{r.value:.0f} {unit}** at voxel x {r.x}, y {r.y}, z {r.z}")
+
+
+def _readout_inputs(volume: Volume, orientation: str, index: int, probe: dict | None, shape2d) -> None:
+    st.markdown("**Intensity readout**")
+    if probe is not None and int(probe.get("index", -1)) == index:
+        _show_readout(volume, orientation, index, int(probe["row"]), int(probe["col"]))
+        st.caption("from the last click on the image")
+        return
+    c1, c2 = st.columns(2)
+    rows, cols = shape2d
+    col = c1.number_input("x (column)", 0, cols - 1, cols // 2, key=f"viewer_probe_x_{orientation}")
+    row = c2.number_input("y (row)", 0, rows - 1, rows // 2, key=f"viewer_probe_y_{orientation}")
+    _show_readout(volume, orientation, index, int(row), int(col))
+
+
+def _plain_viewer(volume: Volume, orientation: str, window, layers, index: int, n: int) -> int:
+    if n > 1:
+        index = st.slider("Slice", 0, n - 1, index, key=f"viewer_slider_{orientation}")
+    rgb = render.render_slice(volume.array, orientation, index, window, layers, volume.direction)
+    aspect = render.display_aspect(volume.spacing, orientation)
+    st.image(render.resample_rows(rgb, aspect), caption=f"{orientation} slice {index + 1} / {n}",
+             width="stretch" if rgb.shape[1] >= 512 else "content")
+    return index
+
+
+def _viewer(volume: Volume, path: Path, orientation: str, window, layers, mode: str):
+    n = render.slice_count(volume.shape, orientation)
+    index = _current_index(n, orientation)
+    probe = None
+    if mode == PLAIN:
+        index = _plain_viewer(volume, orientation, window, layers, index, n)
+    else:
+        mtime = path_mtime(path)
+        frames, stack = stack_frames(str(path.resolve()), mtime, volume, orientation, window, layers)
+        shape2d = render.extract_slice(volume.array, orientation, 0, volume.direction).shape
+        reported, probe = slice_viewer(frames, stack=stack, width=shape2d[1], height=shape2d[0],
+                                       aspect=render.display_aspect(volume.spacing, orientation), index=index,
+                                       orientation=orientation, key="viewer_stack")
+        if reported is not None and 0 <= reported < n:
+            index = reported
+        if probe is not None:
+            index = int(probe.get("index", index))
+    _remember_index(orientation, index)
+    return index, probe
+
+
+def _header(volume: Volume, name: str) -> None:
+    z, y, x = volume.shape
+    sz, sy, sx = volume.spacing
+    st.markdown(
+        f"**{name}** · {volume.modality} · {x}×{y}×{z} voxels · spacing {sx:.3g}×{sy:.3g}×{sz:.3g} mm · "
+        f"{volume.nbytes / 2**20:.3g} MiB in memory"
+    )
+    for warning in volume.warnings:
+        st.warning(f"{name}: {warning}", icon=":material/warning:")
+
+
+def _metadata(volume: Volume, index: int) -> None:
+    rows = [("Volume id", volume.volume_id), ("Slice id (current)", volume.slice_ids[index]
+                                               if index < len(volume.slice_ids) else ""),
+            ("Source", volume.source)]
+    rows += render.header_table(volume.meta)
+    st.dataframe(pd.DataFrame(rows, columns=["Field", "Value"]), hide_index=True, width="stretch")
+
+
+def _montage(volume: Volume, path: Path, orientation: str, window, layers) -> None:
+    c1, c2 = st.columns(2)
+    rows = c1.number_input("Rows", 1, 10, 4, key="viewer_montage_rows")
+    cols = c2.number_input("Columns", 1, 12, 10, key="viewer_montage_cols")
+    png, indices = montage_png(str(path.resolve()), path_mtime(path), volume, orientation, window, layers,
+                               int(rows), int(cols))
+    st.image(png, caption=f"{len(indices)} {orientation} slices: {indices[0] + 1}…{indices[-1] + 1}",
+             width="stretch")
+
+
+def main() -> None:
+    st.title("Viewer")
+    root = data_root()
+    path, name = _pick_source(root)
+    if path is None:
+        st.info(f"Nothing to show yet. Data root: `{root}`.")
+        return
+    try:
+        volume = load_volume_cached(path)
+        truth = truth_cached(path, volume)
+    except SlicewiseError as exc:
+        st.error(f"Cannot open {name}: {exc}", icon=":material/error:")
+        return
+    _header(volume, name)
+    view_col, side_col = st.columns([3, 1], gap="medium")
+    with side_col:
+        orientation = "axial" if volume.is_2d else st.radio(
+            "Orientation", list(render.ORIENTATIONS), horizontal=True, key="viewer_orientation")
+        window = _window_controls(volume)
+        mode = st.radio("Stepping", [FAST, PLAIN], key="viewer_mode", horizontal=True,
+                        help="Fast: slices step in the browser (wheel, arrow keys). Server: a plain slider.")
+        st.markdown("**Overlays**")
+        all_layers, problems = available_layers(volume, truth, settings.annotations_path())
+        for problem in problems:
+            st.error(problem)
+        layers = _overlay_controls(all_layers)
+    with view_col:
+        index, probe = _viewer(volume, path, orientation, window, layers, mode)
+    with side_col:
+        shape2d = render.extract_slice(volume.array, orientation, index, volume.direction).shape
+        _readout_inputs(volume, orientation, index, probe, shape2d)
+    montage_tab, header_tab = st.tabs(["Montage", "Header"])
+    with montage_tab:
+        _montage(volume, path, orientation, window, layers)
+    with header_tab:
+        _metadata(volume, index)
+
+
+main()

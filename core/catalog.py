@@ -1,0 +1,175 @@
+"""What is in a data root: volumes, annotation rows, training runs and checkpoints.
+
+Every part is optional: a missing folder or an unreadable file becomes a line in
+`Catalog.problems`, never an exception, so the Home page can always show something.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core import settings
+from core.errors import SlicewiseError
+
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class VolumeEntry:
+    path: Path
+    name: str  # relative to the data root
+    kind: str  # "DICOM series", "NIfTI", "NRRD", "image", "DICOM file"
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    path: Path
+    name: str
+    status: str
+    family: str
+    checkpoints: int
+    best_metric: float | None = None
+
+
+@dataclass
+class Catalog:
+    root: Path
+    exists: bool
+    volumes: list[VolumeEntry] = field(default_factory=list)
+    annotation_file: Path | None = None
+    annotation_rows: int = 0
+    runs: list[RunEntry] = field(default_factory=list)
+    checkpoints: list[Path] = field(default_factory=list)
+    has_demo: bool = False
+    has_lidc: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """Headline numbers for the Home page."""
+        return {
+            "volumes": len(self.volumes),
+            "annotated boxes": self.annotation_rows,
+            "training runs": len(self.runs),
+            "checkpoints": len(self.checkpoints),
+        }
+
+
+def volume_kind(path: Path) -> str:
+    """A human name for what `find_volumes` found at `path`."""
+    name = path.name.lower()
+    if path.is_dir():
+        return "DICOM series"
+    if name.endswith((".nii", ".nii.gz")):
+        return "NIfTI"
+    if name.endswith((".nrrd", ".nhdr")):
+        return "NRRD"
+    if name.endswith((".png", ".jpg", ".jpeg")):
+        return "image"
+    return "DICOM file"
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root)) or path.name
+    except ValueError:
+        return str(path)
+
+
+def list_volumes(root: Path) -> list[VolumeEntry]:
+    """The loadable things under `root` (core.io.find_volumes), with a kind and a relative name."""
+    from core.io import find_volumes
+
+    return [VolumeEntry(p, _relative(p, root), volume_kind(p)) for p in find_volumes(root)]
+
+
+def count_annotation_rows(csv_path: Path) -> int:
+    """Data rows in an annotation CSV (0 when the file does not exist)."""
+    if not csv_path.is_file():
+        return 0
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        return max(0, sum(1 for row in csv.reader(handle) if row) - 1)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _run_status(run: Path) -> str:
+    for name in ("status.json", "job.json"):
+        info = _read_json(run / name)
+        for key in ("state", "status"):
+            if isinstance(info.get(key), str):
+                return info[key]
+    if (run / "result.json").is_file():
+        return "DONE"
+    progress = _read_json(run / "progress.json")
+    if progress:
+        return f"epoch {progress.get('epoch', '?')}/{progress.get('max_epochs', '?')}"
+    return "unknown"
+
+
+def find_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoint files anywhere under `folder`, sorted."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+
+
+def _is_run(folder: Path) -> bool:
+    markers = ("config.json", "metrics.jsonl", "progress.json", "checkpoints")
+    return any((folder / name).exists() for name in markers)
+
+
+def list_runs(runs_root: Path) -> list[RunEntry]:
+    """Training runs: folders under `runs_root` holding a config, metrics, progress or checkpoints."""
+    if not runs_root.is_dir():
+        return []
+    runs = []
+    for folder in sorted(p for p in runs_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not _is_run(folder):
+            continue
+        config = _read_json(folder / "config.json")
+        result = _read_json(folder / "result.json")
+        best = result.get("best_metric")
+        runs.append(RunEntry(
+            path=folder, name=folder.name, status=_run_status(folder),
+            family=str(config.get("family", "")), checkpoints=len(find_checkpoints(folder)),
+            best_metric=float(best) if isinstance(best, int | float) else None,
+        ))
+    return runs
+
+
+def summarise(root: Path | str | None = None, runs_root: Path | None = None,
+              annotations: Path | None = None) -> Catalog:
+    """Summarise a data root (default: core.settings.data_root()); never raises for missing parts."""
+    root = Path(root) if root is not None else settings.data_root()
+    runs_root = runs_root if runs_root is not None else settings.runs_root()
+    annotations = annotations if annotations is not None else settings.annotations_path()
+    catalog = Catalog(root=root, exists=root.is_dir(), annotation_file=annotations)
+    if not catalog.exists:
+        catalog.problems.append(f"{root}: the data root does not exist yet")
+    else:
+        _fill_volumes(catalog)
+        catalog.has_demo = (root / "demo" / "manifest.json").is_file()
+        catalog.has_lidc = any(v.name.startswith("lidc") for v in catalog.volumes)
+    try:
+        catalog.annotation_rows = count_annotation_rows(annotations)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        catalog.problems.append(f"{annotations}: cannot read the annotation file ({exc})")
+    catalog.runs = list_runs(runs_root)
+    catalog.checkpoints = find_checkpoints(runs_root)
+    return catalog
+
+
+def _fill_volumes(catalog: Catalog) -> None:
+    try:
+        catalog.volumes = list_volumes(catalog.root)
+    except (SlicewiseError, OSError) as exc:
+        catalog.problems.append(f"{catalog.root}: cannot list volumes ({exc})")
