@@ -79,10 +79,14 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def list_volumes(root: Path) -> list[VolumeEntry]:
-    """The loadable things under `root` (core.io.find_volumes), with a kind and a relative name."""
+    """The loadable things under `root` (core.io.find_volumes), with a kind and a relative name.
+
+    DICOM series come first (what a reader opens most), the rest keep `find_volumes` order.
+    """
     from core.io import find_volumes
 
-    return [VolumeEntry(p, _relative(p, root), volume_kind(p)) for p in find_volumes(root)]
+    entries = [VolumeEntry(p, _relative(p, root), volume_kind(p)) for p in find_volumes(root)]
+    return sorted(entries, key=lambda e: e.kind != "DICOM series")
 
 
 def count_annotation_rows(csv_path: Path) -> int:

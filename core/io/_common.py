@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +51,17 @@ def spacing_report(positions: np.ndarray, where: str) -> tuple[float, list[str]]
             f"(median {median:.4g} mm)"
         )
     return median, warnings
+
+
+_MR_NAME = re.compile(r"(^|[_\-.])(t1|t1ce|t1gd|t2|flair|pd|dwi|adc|mr|mri)([_\-.]|$)", re.IGNORECASE)
+
+
+def guess_modality(path: Path, array: np.ndarray) -> str:
+    """Modality of a file format without one (NIfTI, NRRD): MR by sequence name, CT by HU air.
+
+    A name like `<id>_t1ce.nii.gz` or `brain_flair.nrrd` is MR; an image whose minimum is
+    at or below -900 (air in Hounsfield units, or the scanner's padding) is CT; else "OT".
+    """
+    if _MR_NAME.search(Path(path).name.split(".")[0]):
+        return "MR"
+    return "CT" if float(np.nanmin(array)) <= -900.0 else "OT"

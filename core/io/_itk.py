@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import VolumeReadError
-from core.io._common import file_volume_id, to_grey
+from core.io._common import file_volume_id, guess_modality, to_grey
 from core.volume import Volume
 
 _LPS = np.array([[0, 1], [1, 1], [2, 1]])
@@ -66,7 +66,8 @@ def volume_from_xyz(arr_xyz: np.ndarray, affine_lps: np.ndarray, path: Path, met
     meta = {**meta, "orientation_on_disk": code, "orientation": "LPS"}
     return Volume(
         array=array, spacing=(zooms[2], zooms[1], zooms[0]), origin=tuple(affine[:3, 3]),
-        direction=affine[:3, :3] / zooms, modality="OT", volume_id=file_volume_id(path),
+        direction=affine[:3, :3] / zooms, modality=guess_modality(path, array),
+        volume_id=file_volume_id(path),
         meta=meta, source=str(path.resolve()), warnings=warnings,
     )
 

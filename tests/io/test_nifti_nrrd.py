@@ -111,3 +111,16 @@ def test_nrrd_nan_replaced_and_truncated_raises(tmp_path):
     (tmp_path / "t.nrrd").write_bytes((tmp_path / "t.nrrd").read_bytes()[:3000])
     with pytest.raises(VolumeReadError, match="t.nrrd"):
         load_volume(tmp_path / "t.nrrd")
+
+
+def test_modality_is_guessed_for_formats_without_one(tmp_path):
+    from core.io import load_volume
+    from core.io.writers import write_nifti, write_nrrd
+
+    ct = np.full((4, 8, 8), -1000, np.int16)
+    ct[:, 2:6, 2:6] = 40
+    mr = np.arange(4 * 8 * 8, dtype=np.int16).reshape(4, 8, 8)
+    assert load_volume(write_nifti(ct, tmp_path / "chest.nii.gz")).modality == "CT"
+    assert load_volume(write_nifti(mr, tmp_path / "BraTS_001_t1ce.nii.gz")).modality == "MR"
+    assert load_volume(write_nrrd(mr, tmp_path / "brain_flair.nrrd")).modality == "MR"
+    assert load_volume(write_nrrd(mr, tmp_path / "mask.nrrd")).modality == "OT"
