@@ -23,7 +23,7 @@ sample-data: install
 	$(BIN)/python -m core sample-data --out $(DATA)/lidc
 
 run: install demo-data
-	SLICEWISE_DATA=$(DATA) $(BIN)/streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	SLICEWISE_DATA=$(DATA) $(BIN)/streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false --server.fileWatcherType none
 
 # pytest exits 5 when it collected no test: that is a broken suite, not a pass.
 test: install

@@ -13,6 +13,9 @@ from core.annotations import BoxStore
 from core.errors import SlicewiseError
 from core.volume import Volume
 from pages._ui.loaders import data_root, list_volumes_cached, load_volume_cached
+from pages._ui.navigation import ensure_app_navigation
+
+ensure_app_navigation()
 
 Z_KEY, REV_KEY, NAME_KEY = "annotate_z", "annotate_rev", "annotator"
 

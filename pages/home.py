@@ -11,6 +11,9 @@ from core import settings
 from core.catalog import Catalog, summarise
 from core.errors import SlicewiseError
 from pages._ui.loaders import DATA_ROOT_KEY, data_root, list_volumes_cached, set_data_root
+from pages._ui.navigation import ensure_app_navigation
+
+ensure_app_navigation()
 
 
 def _root_picker() -> Path:

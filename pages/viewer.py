@@ -13,8 +13,11 @@ from core.errors import SlicewiseError
 from core.volume import Volume
 from pages._ui.frames import montage_png, stack_frames
 from pages._ui.loaders import data_root, list_volumes_cached, load_volume_cached, path_mtime, truth_cached
+from pages._ui.navigation import ensure_app_navigation
 from pages._ui.overlays import available_layers
 from pages._ui.slice_viewer import slice_viewer
+
+ensure_app_navigation()
 
 FAST, PLAIN = "In the browser (fast)", "Server slider"
 UPLOAD_KEY = "viewer_upload_dir"
