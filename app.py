@@ -8,6 +8,8 @@ PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/viewer.py", title="Viewer", icon=":material/visibility:"),
     st.Page("pages/annotate.py", title="Annotate", icon=":material/draw:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/predict.py", title="Predict & review", icon=":material/insights:"),
 ]
 
 st.navigation(PAGES).run()

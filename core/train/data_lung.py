@@ -1,0 +1,339 @@
+"""Lung-box training data: the prepare step's output (SPEC 4) as torch datasets.
+
+Reads `<prepared>/stats.json`, `boxes.csv` and the float16 `.npy` slices; `--data` may
+also be a data root (or an annotation CSV), which is prepared into `<run>/prepared` first.
+Augmentation moves image and box together (torchvision.transforms.v2 with
+tv_tensors.BoundingBoxes; the box of a rotated box is its enclosing box, clipped).
+Every random draw is a function of (seed, epoch, index), so a resumed run sees the same
+batches and augmentations as an uninterrupted one, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from core.errors import TrainingDataError
+
+BOX_COLUMNS = ("Xmin", "Ymin", "Xmax", "Ymax")
+REQUIRED_COLUMNS = ("Image", *BOX_COLUMNS, "split", "file")
+
+
+@dataclass(frozen=True)
+class BoxItem:
+    """One prepared slice: its .npy path and its box as fractions."""
+
+    image_id: str
+    path: Path
+    box: tuple[float, float, float, float]
+    volume: str = ""
+
+
+@dataclass(frozen=True)
+class PreparedLungData:
+    root: Path
+    mean: float
+    std: float
+    size: int
+    train: list[BoxItem]
+    val: list[BoxItem]
+
+
+# ---------------------------------------------------------------- reading and checking
+
+
+def _read_stats(root: Path) -> dict[str, Any]:
+    path = root / "stats.json"
+    try:
+        stats = json.loads(path.read_text())
+        mean, std = float(stats["mean"]), float(stats["std"])
+    except FileNotFoundError:
+        raise TrainingDataError(f"{path}: missing (run `python -m core prepare` first)") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TrainingDataError(f"{path}: needs numeric 'mean' and 'std' ({exc})") from None
+    if not (math.isfinite(mean) and math.isfinite(std)) or std <= 0:
+        raise TrainingDataError(f"{path}: mean {mean} / std {std} unusable (std must be > 0)")
+    return stats
+
+
+def _parse_box(row: dict[str, str], where: str) -> tuple[float, float, float, float]:
+    try:
+        box = tuple(float(row[c]) for c in BOX_COLUMNS)
+    except (TypeError, ValueError):
+        raise TrainingDataError(
+            f"{where}: box values must be numbers, got {[row.get(c) for c in BOX_COLUMNS]}"
+        ) from None
+    x0, y0, x1, y1 = box
+    if not all(math.isfinite(v) and -1e-6 <= v <= 1 + 1e-6 for v in box) or x0 >= x1 or y0 >= y1:
+        raise TrainingDataError(
+            f"{where}: box {box} must be fractions in [0, 1] with Xmin < Xmax and Ymin < Ymax"
+        )
+    return box  # type: ignore[return-value]
+
+
+def _read_boxes(root: Path) -> list[tuple[str, BoxItem]]:
+    path = root / "boxes.csv"
+    if not path.is_file():
+        raise TrainingDataError(f"{path}: missing (the prepare step writes it)")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise TrainingDataError(f"{path}: missing column(s) {', '.join(missing)}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            where = f"{path} line {line}"
+            item = BoxItem(row["Image"], root / row["file"], _parse_box(row, where), row.get("Volume") or "")
+            rows.append((row["split"].strip(), item))
+    return rows
+
+
+def _check_slice_file(item: BoxItem) -> None:
+    try:
+        arr = np.load(item.path, mmap_mode="r")
+    except FileNotFoundError:
+        raise TrainingDataError(f"{item.path}: missing (listed in boxes.csv for {item.image_id})") from None
+    except (ValueError, OSError) as exc:
+        raise TrainingDataError(f"{item.path}: not a readable .npy file ({exc})") from None
+    if arr.ndim != 2 or min(arr.shape) < 8:
+        raise TrainingDataError(f"{item.path}: expected a 2D slice, got shape {arr.shape}")
+
+
+def read_prepared(root: Path) -> PreparedLungData:
+    """The prepared data set, checked: stats, both splits non-empty, every listed file a 2D slice."""
+    root = Path(root)
+    if not root.is_dir():
+        raise TrainingDataError(f"{root}: not a folder")
+    stats = _read_stats(root)
+    rows = _read_boxes(root)
+    train = [item for split, item in rows if split == "train"]
+    val = [item for split, item in rows if split == "val"]
+    for name, items in (("train", train), ("val", val)):
+        if not items:
+            raise TrainingDataError(
+                f"{root / 'boxes.csv'}: no '{name}' rows (need both train and val slices)"
+            )
+    for item in train + val:
+        _check_slice_file(item)
+    size = int(stats.get("size") or np.load(train[0].path, mmap_mode="r").shape[0])
+    return PreparedLungData(root, float(stats["mean"]), float(stats["std"]), size, train, val)
+
+
+def demo_truth_csv(demo_root: Path, csv_path: Path, progress: Callable[[str], Any] = print) -> Path:
+    """An annotation CSV of the demo's ground-truth lung boxes (every chest CT slice showing lung)."""
+    from core.annotations import BoxStore
+    from core.demo import load_manifest
+    from core.io import load_volume
+
+    boxes = []
+    for case in load_manifest(demo_root)["cases"]:
+        if case.get("kind") != "chest_ct" or not case.get("truth"):
+            continue
+        volume = load_volume(demo_root / case["path"])
+        with np.load(demo_root / case["truth"]) as truth:
+            truth_boxes = truth["boxes"]
+        for z in np.flatnonzero(np.isfinite(truth_boxes).all(axis=1)):
+            x0, y0, x1, y1 = (float(v) for v in truth_boxes[z])
+            boxes.append(
+                {
+                    "Image": volume.slice_ids[z],
+                    "Xmin": x0,
+                    "Ymin": y0,
+                    "Xmax": x1,
+                    "Ymax": y1,
+                    "Volume": volume.volume_id,
+                    "Slice": int(z),
+                }
+            )
+    if not boxes:
+        raise TrainingDataError(f"{demo_root}: the demo manifest lists no chest CT with ground-truth boxes")
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    BoxStore(csv_path).upsert_many(boxes, annotator="demo-truth")
+    progress(f"{len(boxes)} ground-truth lung boxes of the demo written to {csv_path}")
+    return csv_path
+
+
+def _annotation_source(
+    data: Path, run_dir: Path, settings: dict[str, Any], progress: Callable[[str], Any]
+) -> tuple[Path, Path]:
+    """(annotation CSV, data root) for a `--data` that is not prepared yet."""
+    from core.settings import annotations_path, data_root
+
+    if data.is_file() and data.suffix.lower() == ".csv":
+        return data, data_root()
+    if not data.is_dir():
+        raise TrainingDataError(
+            f"{data}: neither a prepared folder (with stats.json), an annotation CSV nor a data root"
+        )
+    if settings.get("annotations_csv"):
+        return Path(str(settings["annotations_csv"])).expanduser(), data
+    if (data / "manifest.json").is_file():  # the demo data set: train on its ground-truth boxes
+        return demo_truth_csv(data, run_dir / "demo_truth_boxes.csv", progress), data
+    return annotations_path(), data
+
+
+def resolve_lung_data(
+    data: Path, run_dir: Path, settings: dict[str, Any], progress: Callable[[str], Any] = print
+) -> Path:
+    """The prepared folder for `--data`: itself when it has stats.json, else prepared into `<run>/prepared`.
+
+    `--data` can be a prepared folder, an annotation CSV (volumes under the configured data
+    root), a data root (the CSV from the `annotations_csv` setting, else the configured
+    annotation file) or the demo data folder (its ground-truth boxes, unless `annotations_csv`).
+    """
+    data = Path(data).expanduser()
+    if data.is_dir() and (data / "stats.json").is_file():
+        return data
+    out = run_dir / "prepared"
+    if (out / "stats.json").is_file():  # prepared by an earlier start of this run (resume)
+        return out
+    csv_path, root = _annotation_source(data, run_dir, settings, progress)
+    if not csv_path.is_file():
+        raise TrainingDataError(
+            f"{csv_path}: annotation CSV not found (set annotations_csv or annotate slices first)"
+        )
+    from core.prepare import prepare_lung_dataset
+
+    progress(f"preparing {csv_path} over {root} into {out}")
+    prepared = prepare_lung_dataset(
+        csv_path,
+        root,
+        out,
+        val_fraction=float(settings.get("val_fraction", 0.2)),
+        size=int(settings.get("prepare_size", 512)),
+        seed=int(settings["seed"]),
+        progress=progress,
+    )
+    return Path(prepared)
+
+
+# ---------------------------------------------------------------- datasets
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation fixed by (seed, epoch); yields `epoch * n + index` so the dataset knows the epoch.
+
+    The epoch comes from `epoch_fn` (the trainer's current epoch), read in the main
+    process when an epoch's iteration starts, so it is right after a resume too.
+    """
+
+    def __init__(self, n: int, seed: int, epoch_fn: Callable[[], int]) -> None:
+        self.n, self.seed, self.epoch_fn = n, seed, epoch_fn
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        epoch = int(self.epoch_fn())
+        generator = torch.Generator().manual_seed(item_seed(self.seed, epoch, 2**31) % (2**63))
+        for index in torch.randperm(self.n, generator=generator).tolist():
+            yield epoch * self.n + index
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    gamma: float = 0.3
+    rotate_deg: float = 10.0
+    scale: float = 0.1
+    translate: float = 0.08
+
+
+def build_transform(aug: Augmentation) -> Callable[..., Any]:
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.RandomAffine(
+                degrees=aug.rotate_deg,
+                translate=(aug.translate, aug.translate),
+                scale=(1.0 - aug.scale, 1.0 + aug.scale),
+                fill=0.0,
+            ),
+            v2.ClampBoundingBoxes(),
+        ]
+    )
+
+
+def augment(
+    image: torch.Tensor, box_px: torch.Tensor, aug: Augmentation, transform: Callable[..., Any], seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gamma contrast then an affine moving image and box together, all drawn from `seed`."""
+    from torchvision import tv_tensors
+    from torchvision.transforms.v2 import functional as F
+
+    size = image.shape[-1]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gamma = 1.0 + aug.gamma * (2.0 * torch.rand(()).item() - 1.0)
+        image = F.adjust_gamma(image.clamp(0.0, 1.0), gamma)
+        boxes = tv_tensors.BoundingBoxes(box_px[None], format="XYXY", canvas_size=(size, size))
+        image, boxes = transform(tv_tensors.Image(image), boxes)
+    return image.as_subclass(torch.Tensor), boxes.as_subclass(torch.Tensor)[0]
+
+
+def load_slice(path: Path, size: int) -> torch.Tensor:
+    """(1, size, size) float32 in [0, 1] from a prepared float16 .npy."""
+    from core.models.lung_localizer import resize_slices
+
+    try:
+        array = np.load(path).astype(np.float32)
+    except (OSError, ValueError) as exc:
+        raise TrainingDataError(f"{path}: cannot read slice ({exc})") from None
+    if not np.isfinite(array).all():
+        raise TrainingDataError(f"{path}: slice holds NaN or infinite values")
+    return resize_slices(torch.from_numpy(array)[None, None], size)[0]
+
+
+class LungBoxDataset(Dataset):
+    """(image (1, S, S) normalised, box (4,) in pixels of S) per prepared slice."""
+
+    def __init__(
+        self,
+        items: list[BoxItem],
+        size: int,
+        mean: float,
+        std: float,
+        aug: Augmentation | None = None,
+        seed: int = 0,
+        cache: bool = True,
+    ) -> None:
+        self.items, self.size, self.mean, self.std = items, size, mean, std
+        self.aug, self.seed = aug, seed
+        self.transform = build_transform(aug) if aug else None
+        self._cache: dict[int, torch.Tensor] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _image(self, index: int) -> torch.Tensor:
+        if self._cache is None:
+            return load_slice(self.items[index].path, self.size)
+        if index not in self._cache:
+            self._cache[index] = load_slice(self.items[index].path, self.size)
+        return self._cache[index]
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = divmod(int(key), len(self.items))
+        image = self._image(index)
+        box = torch.tensor(self.items[index].box, dtype=torch.float32) * self.size
+        if self.aug is not None and self.transform is not None:
+            image, box = augment(image, box, self.aug, self.transform, item_seed(self.seed, epoch, index))
+        return (image - self.mean) / self.std, box
+
+
+def cache_fits(items: list[BoxItem], size: int, budget_bytes: int = 2 * 1024**3) -> bool:
+    """Keep decoded slices in memory when they fit a modest budget (per worker)."""
+    return len(items) * size * size * 4 <= budget_bytes

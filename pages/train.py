@@ -1,0 +1,182 @@
+"""Train: pick a family, a data set and settings; start a background job; follow the jobs live.
+
+UI only. Jobs run outside this script (core.jobs); this page reads their status files and
+polls them every 2 s in a fragment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import jobs, settings
+from core.errors import SlicewiseError
+from core.models import list_specs
+from pages._ui.navigation import ensure_app_navigation
+
+ensure_app_navigation()
+
+st.title("Train")
+
+runs_root = settings.runs_root()
+data_root = Path(st.session_state.get("data_root") or settings.data_root())
+specs = {spec.name: spec for spec in list_specs()}
+
+
+def _start(family: str, data: Path, values: dict, device: str) -> None:
+    spec = specs[family]
+    try:
+        job = jobs.submit(family, data, jobs.changed_settings(spec.defaults, values), device=device,
+                          runs_root=runs_root)
+    except SlicewiseError as exc:
+        st.session_state["train_message"] = ("error", str(exc))
+        return
+    st.session_state["train_message"] = ("success", f"Started job {job.id} ({job.state}).")
+    st.session_state["train_job_pick"] = job.id
+
+
+def _setting_widget(field: jobs.SettingField, key: str):
+    label = field.key
+    if field.kind == "choice":
+        return st.selectbox(label, field.options, index=field.options.index(field.default), key=key,
+                            help=field.help or None)
+    if field.kind == "checkbox":
+        return st.checkbox(label, value=field.default, key=key, help=field.help or None)
+    if field.kind in ("int", "float"):
+        return st.number_input(label, value=field.default, step=field.step, format=field.format, key=key,
+                               help=field.help or None)
+    return st.text_input(label, value=field.default, key=key, help=field.help or None)
+
+
+def new_job_form() -> None:
+    if not specs:
+        st.info("No model family is registered.")
+        return
+    top = st.columns([2, 2, 1])
+    family = top[0].selectbox("Model family", list(specs), format_func=lambda n: specs[n].title or n,
+                              key="train_family")
+    spec = specs[family]
+    choices = jobs.candidate_datasets(family, data_root)
+    if choices:
+        picked = top[1].selectbox("Data set", choices, format_func=lambda c: c.label,
+                                  key=f"train_data_{family}",
+                                  help=f"folders under the data root {data_root} that suit {family}")
+        data = picked.path
+    else:
+        typed = top[1].text_input("Data folder", key=f"train_data_path_{family}",
+                                  placeholder=f"no suitable folder found under {data_root}")
+        data = Path(typed) if typed else None
+    devices = jobs.device_options()
+    where = "CUDA GPU found" if "cuda" in devices else "no CUDA GPU found: training on the CPU"
+    device = top[2].selectbox("Device", devices, key="train_device", help=where)
+    top[2].caption(where)
+    if spec.description:
+        st.caption(spec.description)
+    with st.form(f"train_form_{family}"):
+        with st.expander("Settings (prefilled with the reference defaults)", expanded=False):
+            columns = st.columns(4)
+            values = {}
+            for i, field in enumerate(jobs.setting_fields(spec)):
+                with columns[i % 4]:
+                    values[field.key] = _setting_widget(field, f"train_set_{family}_{field.key}")
+        submitted = st.form_submit_button("Start training", type="primary", disabled=data is None)
+    if submitted and data is not None:
+        _start(family, data, values, device)
+    message = st.session_state.pop("train_message", None)
+    if message:
+        (st.error if message[0] == "error" else st.success)(message[1])
+
+
+def _cancel(job_id: str) -> None:
+    try:
+        jobs.cancel(job_id, runs_root=runs_root)
+    except SlicewiseError as exc:
+        st.session_state["jobs_message"] = str(exc)
+
+
+def _resume(job_id: str) -> None:
+    try:
+        jobs.resume(job_id, runs_root=runs_root)
+    except SlicewiseError as exc:
+        st.session_state["jobs_message"] = str(exc)
+
+
+STATE_COLOURS = {jobs.DONE: "green", jobs.ERROR: "red", jobs.STOPPED: "orange", jobs.RUNNING: "blue",
+                 jobs.QUEUED: "violet", jobs.SUBMITTED: "grey"}
+
+
+def _curve(series: dict, title: str) -> go.Figure:
+    figure = go.Figure()
+    last_epoch = max((max(epochs) for epochs, _ in series.values() if epochs), default=0)
+    for name, (epochs, values) in series.items():
+        figure.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=name))
+    figure.update_layout(title=title, height=300, margin=dict(l=10, r=10, t=40, b=10),
+                         legend=dict(orientation="h"),
+                         xaxis=dict(title="epoch", rangemode="tozero", tickformat="d",
+                                    dtick=1 if last_epoch < 10 else None))
+    return figure
+
+
+def job_detail(job: jobs.Job) -> None:
+    prog = jobs.progress(job.id, runs_root=runs_root)
+    row = jobs.job_row(job)
+    st.badge(job.state, color=STATE_COLOURS.get(job.state, "grey"))
+    cols = st.columns(4)
+    cols[0].metric("Epoch", row["epoch"])
+    cols[1].metric("ETA", row["ETA"])
+    cols[2].metric("Elapsed", row["elapsed"])
+    best = jobs.best_metric(job)
+    cols[3].metric(f"Best {best[0]}" if best else "Best", f"{best[1]:.4g}" if best else "–",
+                   help=None if best is None or best[2] else "so far; final when the run ends")
+    if prog is not None and prog.fraction is not None and not job.final:
+        st.progress(prog.fraction, text=f"epoch {prog.epoch} of {prog.max_epochs}, step {prog.step}")
+    if job.state == jobs.ERROR:
+        st.error(job.reason or "failed")
+    elif job.state == jobs.STOPPED:
+        st.warning("Stopped: " + (job.reason or "cancelled"))
+    buttons = st.columns([1, 1, 4])
+    if not job.final:
+        buttons[0].button("Cancel", key=f"cancel_{job.id}", on_click=_cancel, args=(job.id,))
+    if job.state in (jobs.STOPPED, jobs.ERROR) and job.kind == "train":
+        buttons[1].button("Resume", key=f"resume_{job.id}", on_click=_resume, args=(job.id,))
+    losses, others = jobs.metric_series(jobs.metrics(job.id, runs_root=runs_root))
+    if losses or others:
+        charts = st.columns(2)
+        if losses:
+            charts[0].plotly_chart(_curve(losses, "Loss"), key=f"loss_{job.id}")
+        if others:
+            charts[1].plotly_chart(_curve(others, "Metrics"), key=f"metric_{job.id}")
+    else:
+        st.caption("Curves appear after the first epoch.")
+    best = jobs.best_checkpoint(job.id, runs_root=runs_root)
+    if best is not None:
+        st.caption(f"Best checkpoint: `{best}`")
+    st.caption(f"Run folder: `{job.dir}` · data: `{job.data}` · device: {job.device}")
+    st.code(jobs.tail_log(job.id, 30, runs_root=runs_root) or "(no output yet)", language=None)
+
+
+@st.fragment(run_every=2)
+def jobs_panel() -> None:
+    message = st.session_state.pop("jobs_message", None)
+    if message:
+        st.error(message)
+    all_jobs = jobs.list_jobs(runs_root)
+    if not all_jobs:
+        st.info(f"No jobs yet in {runs_root}. Start one above.")
+        return
+    st.dataframe([jobs.job_row(job) for job in all_jobs], hide_index=True, key="train_jobs_table")
+    by_id = {job.id: job for job in all_jobs}
+    if st.session_state.get("train_job_pick") not in by_id:
+        st.session_state["train_job_pick"] = all_jobs[0].id
+    def label(job_id: str) -> str:
+        return f"{job_id} · {by_id[job_id].family or by_id[job_id].kind}"
+
+    chosen = st.selectbox("Job", list(by_id), key="train_job_pick", format_func=label)
+    job_detail(by_id[chosen])
+
+
+new_job_form()
+st.subheader("Jobs")
+jobs_panel()

@@ -1,0 +1,178 @@
+"""Train and Predict & review pages: AppTest smoke and logic tests, and the real app in Chromium.
+
+The browser test starts a tiny lung-localizer training from the Train page, watches the job
+appear with epoch progress and a loss curve, cancels it and sees STOPPED. Screenshots go to
+/tmp/shots/.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import jobs
+from tests.e2e.conftest import run_app
+from tests.test_jobs import TINY, alive, wait_for, write_tiny_prepared
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN_PAGE = str(REPO / "pages" / "train.py")
+PREDICT_PAGE = str(REPO / "pages" / "predict.py")
+SHOTS = Path("/tmp/shots")
+
+
+def _app(page: str) -> AppTest:
+    at = AppTest.from_file(page, default_timeout=60)
+    return at.run()
+
+
+def _texts(at: AppTest) -> str:
+    parts = [e.value for e in (*at.info, *at.error, *at.success, *at.warning, *at.caption, *at.markdown)]
+    return "\n".join(str(p) for p in parts)
+
+
+# ---------------------------------------------------------------- AppTest
+
+
+def test_train_page_with_no_runs(data_root):
+    at = _app(TRAIN_PAGE)
+    assert not at.exception
+    assert "No jobs yet" in _texts(at)
+    assert at.selectbox(key="train_family").value == "lung_localizer"
+    # the settings form comes from the family's defaults
+    assert at.number_input(key="train_set_lung_localizer_max_epochs").value == 100
+    assert at.selectbox(key="train_set_lung_localizer_backbone").value == "resnet50"
+    assert at.checkbox(key="train_set_lung_localizer_augment").value is True
+
+
+def test_predict_page_with_no_runs(data_root):
+    at = _app(PREDICT_PAGE)
+    assert not at.exception
+    assert "No checkpoint" in _texts(at)
+
+
+@pytest.mark.train
+def test_train_page_starts_a_job_with_the_changed_settings(data_root):
+    write_tiny_prepared(data_root / "lung_prepared")
+    at = _app(TRAIN_PAGE)
+    data = at.selectbox(key="train_data_lung_localizer")
+    assert data.value.label == "lung_prepared"  # the prepared folder first, the data root last
+    at.number_input(key="train_set_lung_localizer_max_epochs").set_value(1)
+    at.selectbox(key="train_set_lung_localizer_backbone").set_value("resnet18")
+    at.checkbox(key="train_set_lung_localizer_pretrained").uncheck()
+    at.selectbox(key="train_device").set_value("cpu")
+    at.button[0].click()  # the form's "Start training"
+    at.run()
+
+    assert not at.exception
+    [job] = jobs.list_jobs()
+    try:
+        assert "Started job" in _texts(at)
+        assert job.settings == {"max_epochs": 1, "backbone": "resnet18", "pretrained": False, "device": "cpu"}
+        assert at.selectbox(key="train_job_pick").value == job.id
+    finally:
+        if not jobs.get(job.id).final:
+            jobs.cancel(job.id)
+
+
+@pytest.mark.train
+def test_predict_page_reviews_a_trained_checkpoint(data_root, tmp_path):
+    from core.annotations import BoxStore
+    from core.io import load_volume
+    from core.io.writers import write_dicom_series
+
+    hu = np.full((4, 64, 64), -1000, np.int16)
+    hu[:, 8:56, 8:56] = 40  # body
+    hu[:, 16:48, 12:52] = -850  # lungs
+    series = data_root / "ct" / "case1"
+    write_dicom_series(hu, series, spacing=(2.0, 1.0, 1.0))
+    volume = load_volume(series)
+    store = BoxStore(tmp_path / "annotations" / "lung_bbox.csv")
+    for z in (1, 2):
+        store.upsert(volume.slice_ids[z], 12 / 64, 16 / 64, 52 / 64, 48 / 64, volume=volume.volume_id,
+                     slice=z, annotator="test")
+    run = data_root.parent / "runs" / "manual-run"
+    prepared = write_tiny_prepared(tmp_path / "prepared")
+    overrides = [f"--set={k}={jobs.format_setting(v)}" for k, v in {**TINY, "max_epochs": 1}.items()]
+    cmd = [sys.executable, "-m", "core", "train", "--family", "lung_localizer", "--data", str(prepared),
+           "--out", str(run), *overrides]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+
+    at = _app(PREDICT_PAGE)
+    assert not at.exception
+    assert Path(at.selectbox(key="predict_checkpoint").value).parent.parent == run
+    at.button[0].click()
+    at.run(timeout=120)
+
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Predicted slices"] == "4/4" and metrics["Reference"] == "annotated"
+    assert 0.0 <= float(metrics["Mean IoU"]) <= 1.0
+    queue = at.dataframe[0].value
+    assert sorted(queue["slice"]) == [1, 2] and list(queue["IoU"]) == sorted(queue["IoU"])
+    [image] = at.get("image")
+    assert "IoU" in image.proto.imgs[0].caption
+    [download] = at.get("download_button")
+    assert download.proto.label.startswith("Export predicted boxes")
+
+
+# ---------------------------------------------------------------- the real app in Chromium
+
+
+def _shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+def _pick_option(page, label: str, option: str) -> None:
+    page.get_by_label(label, exact=True).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+@pytest.mark.e2e
+@pytest.mark.train
+def test_train_page_start_follow_cancel(page, tmp_path):
+    data_root = tmp_path / "data"
+    write_tiny_prepared(data_root / "lung_prepared", n_train=16)
+    with run_app(data_root, tmp_path) as url:
+        page.goto(url)  # the app's own navigation, as a user gets there
+        page.get_by_test_id("stSidebarNavLink").filter(has_text="Train").click()
+        page.get_by_role("button", name="Start training").wait_for()
+        page.get_by_text("Settings (prefilled with the reference defaults)").click()
+        _pick_option(page, "backbone", "resnet18")
+        for key, value in (("image_size", "32"), ("batch_size", "4"), ("num_workers", "0"),
+                           ("max_epochs", "200")):
+            field = page.get_by_label(key, exact=True)
+            field.fill(value)
+            field.press("Tab")
+        page.get_by_text("pretrained", exact=True).click()
+        _shot(page, "train_form.png")
+        page.get_by_role("button", name="Start training").click()
+
+        page.get_by_text("Started job").wait_for()
+        [job] = jobs.list_jobs(tmp_path / "runs")
+        assert job.settings["backbone"] == "resnet18" and job.settings["max_epochs"] == 200
+        page.get_by_text("Epoch", exact=True).wait_for()
+        # the loss curve is drawn after the first epoch
+        page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=180_000)
+        page.get_by_text("epoch 1 of 200", exact=False).first.wait_for(timeout=60_000)
+        page.get_by_test_id("stPlotlyChart").first.scroll_into_view_if_needed()
+        _shot(page, "train_running.png")
+
+        running = jobs.get(job.id, runs_root=tmp_path / "runs")
+        pids = jobs.group_members(running.status["pgid"])
+        page.get_by_role("button", name="Cancel").click()
+        stopped = page.get_by_test_id("stAlertContentWarning").get_by_text("Stopped: cancelled")
+        stopped.wait_for(timeout=30_000)
+        stopped.scroll_into_view_if_needed()
+        _shot(page, "train_stopped.png")
+
+        assert wait_for(job.id, tmp_path / "runs", jobs.FINAL_STATES, timeout=5).state == jobs.STOPPED
+        assert not [pid for pid in pids if alive(pid)]
+        assert json.loads((job.dir / "status.json").read_text())["cancel_requested"] is True
+        page.get_by_role("button", name="Resume").wait_for()
