@@ -8,6 +8,7 @@ PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/viewer.py", title="Viewer", icon=":material/visibility:"),
     st.Page("pages/annotate.py", title="Annotate", icon=":material/draw:"),
+    st.Page("pages/review.py", title="Annotations", icon=":material/fact_check:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/predict.py", title="Predict & review", icon=":material/insights:"),
 ]

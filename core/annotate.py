@@ -154,3 +154,42 @@ def propose_for_volume(store: BoxStore, volume: Volume, *, overwrite: bool = Fal
               "Volume": volume.volume_id, "Slice": z}
              for z, b in sorted(proposed.items()) if z not in existing]
     return store.upsert_many(boxes, annotator=AUTO_ANNOTATOR) if boxes else 0
+
+
+def is_proposal(row: Mapping[str, Any] | None) -> bool:
+    """A stored row that pre-annotation wrote and no person has confirmed or edited yet."""
+    return row is not None and row.get("Annotator") == AUTO_ANNOTATOR
+
+
+def confirm_proposal(store: BoxStore, volume: Volume, z: int, annotator: str) -> dict | None:
+    """Re-save the `auto` box of slice z unchanged under `annotator` (a person accepted it).
+
+    Returns the new row; None when the slice holds no proposal or the name is `auto` itself.
+    """
+    row = store.get(volume.slice_ids[z])
+    if not is_proposal(row) or (annotator or "").strip() == AUTO_ANNOTATOR:
+        return None
+    return save_box(store, volume, z, row_box(row), annotator)
+
+
+def requested_slice(request: Mapping[str, Any] | None) -> tuple[str, int] | None:
+    """(volume id, z) from a jump request {"volume": id, "slice": z} (session state or query params)."""
+    if not request:
+        return None
+    volume, z = str(request.get("volume") or "").strip(), str(request.get("slice", "")).strip()
+    if not volume or not z.isdigit():
+        return None
+    return volume, int(z)
+
+
+def requested_entry(paths: Iterable[Any], target: Any) -> int | None:
+    """Index of the volume path that is the same file or folder as `target` (the request's path)."""
+    from pathlib import Path
+
+    if not target:
+        return None
+    wanted = Path(str(target)).resolve()
+    for index, path in enumerate(paths):
+        if Path(path).resolve() == wanted:
+            return index
+    return None

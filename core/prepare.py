@@ -27,6 +27,9 @@ from core.export import VolumeLocator
 from core.windowing import PRESETS, apply_window
 
 BOXES_COLUMNS = ("Image", "Xmin", "Ymin", "Xmax", "Ymax", "Volume", "Slice", "split", "file")
+# PatientIDs that anonymisers write for everyone: grouping by them would put every series in one group.
+PLACEHOLDER_PATIENT_IDS = frozenset({"", "ANON", "ANONYMOUS", "ANONYMIZED", "ANONYMISED", "UNKNOWN", "NONE",
+                                     "NULL", "N/A", "NA", "0", "PATIENT", "ANONYMOUS^PATIENT"})
 
 
 def lung_window_normalised(hu_slices: np.ndarray) -> np.ndarray:
@@ -62,6 +65,48 @@ def split_volumes(volume_ids: list[str], val_fraction: float, seed: int) -> tupl
         n_val = min(max(n_val, 1), len(ids) - 1)
     val = {ids[i] for i in order[:n_val]}
     return set(ids) - val, val
+
+
+def usable_patient_id(value: object) -> str | None:
+    """The PatientID as a grouping key, or None when it is missing or an anonymisation placeholder."""
+    text = str(value or "").strip()
+    return None if text.upper() in PLACEHOLDER_PATIENT_IDS else text
+
+
+def patient_of(locator: VolumeLocator, volume_id: str, rows: list[dict]) -> str | None:
+    """The usable PatientID of a volume, from one DICOM header of its annotated slices (no pixels).
+
+    This is the value `Volume.meta["PatientID"]` holds after loading (the series' first header);
+    non-DICOM volumes have none.
+    """
+    slices = locator.dicom_slices()
+    ref = next((slices[r["Image"]] for r in rows if r["Image"] in slices), None)
+    if ref is None:
+        return None
+    from core.io.dicom import read_header
+
+    path = Path(ref.path) if Path(ref.path).is_absolute() else locator.root / ref.path
+    try:
+        return usable_patient_id(read_header(path, tags=("PatientID",)).get("PatientID"))
+    except SlicewiseError:
+        return None
+
+
+def split_groups(volume_groups: dict[str, str], val_fraction: float, seed: int) -> tuple[set[str], set[str]]:
+    """(train, val) volume ids when `volume_groups` maps volume id -> group (patient) key: the groups
+    are split by `split_volumes`, so no group has volumes on both sides."""
+    train_groups, val_groups = split_volumes(sorted(set(volume_groups.values())), val_fraction, seed)
+    val = {v for v, g in volume_groups.items() if g in val_groups}
+    return set(volume_groups) - val, val
+
+
+def group_volumes(locator: VolumeLocator, by_volume: dict[str, list[dict]]) -> dict[str, str]:
+    """{volume id: "patient:<PatientID>" or "series:<volume id>"}."""
+    groups = {}
+    for volume_id, rows in by_volume.items():
+        patient = patient_of(locator, volume_id, rows)
+        groups[volume_id] = f"patient:{patient}" if patient else f"series:{volume_id}"
+    return groups
 
 
 def _reset_out(out: Path) -> None:
@@ -100,10 +145,11 @@ def prepare_lung_dataset(csv_path: str | Path, data_root: str | Path, out_dir: s
     by_volume: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_volume[row["Volume"]].append(row)
-    train_ids, val_ids = split_volumes(list(by_volume), val_fraction, seed)
+    locator = VolumeLocator(data_root)
+    groups = group_volumes(locator, by_volume)
+    train_ids, val_ids = split_groups(groups, val_fraction, seed)
     out = Path(out_dir)
     _reset_out(out)
-    locator = VolumeLocator(data_root)
     table, skipped, totals = [], [], {"sum": 0.0, "sumsq": 0.0}
     counters = {"train": 0, "val": 0}
     for k, volume_id in enumerate(sorted(by_volume), start=1):
@@ -127,11 +173,12 @@ def prepare_lung_dataset(csv_path: str | Path, data_root: str | Path, out_dir: s
             table.append({**{c: row[c] for c in BOXES_COLUMNS[:7]}, "split": split, "file": name})
         locator.forget(volume_id)
         progress(f"volume {k}/{len(by_volume)}: {volume_id} -> {len(vrows)} {split} slice(s)")
-    return _finish(out, table, skipped, totals, counters, int(size), seed, val_fraction, progress)
+    return _finish(out, table, skipped, totals, counters, int(size), seed, val_fraction, progress, groups)
 
 
 def _finish(out: Path, table: list[dict], skipped: list[str], totals: dict, counters: dict, size: int,
-            seed: int, val_fraction: float, progress: Callable[[str], object]) -> Path:
+            seed: int, val_fraction: float, progress: Callable[[str], object],
+            groups: dict[str, str]) -> Path:
     if counters["train"] == 0:
         why = "; ".join(skipped) or "no rows"
         raise TrainingDataError(f"{out}: no training slice could be prepared ({why})")
@@ -148,7 +195,10 @@ def _finish(out: Path, table: list[dict], skipped: list[str], totals: dict, coun
              "seed": seed, "val_fraction": val_fraction, "scale": "value / 65535 (lung window / max)",
              "window": list(PRESETS["lung"]), "skipped": skipped,
              "train_volumes": sorted({r["Volume"] for r in table if r["split"] == "train"}),
-             "val_volumes": sorted({r["Volume"] for r in table if r["split"] == "val"})}
+             "val_volumes": sorted({r["Volume"] for r in table if r["split"] == "val"}),
+             "split_by": "patient (DICOM PatientID), else series",
+             "train_groups": sorted({groups[r["Volume"]] for r in table if r["split"] == "train"}),
+             "val_groups": sorted({groups[r["Volume"]] for r in table if r["split"] == "val"})}
     if counters["val"] == 0:
         progress("warning: no validation slice (annotate slices of at least two volumes)")
     _write_stats(out, stats)

@@ -8,7 +8,7 @@ import streamlit as st
 from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
-from core import annotate, render, settings
+from core import annotate, annotation_review, render, settings
 from core.annotations import BoxStore
 from core.errors import SlicewiseError
 from core.volume import Volume
@@ -18,6 +18,8 @@ from pages._ui.navigation import ensure_app_navigation
 ensure_app_navigation()
 
 Z_KEY, REV_KEY, NAME_KEY = "annotate_z", "annotate_rev", "annotator"
+REQUEST_KEY = "annotate_request"  # {"path", "volume", "slice"}: set by the Annotations page to open a slice
+PROPOSAL_STROKE = "#ffa126"  # an unconfirmed `auto` box is drawn orange, a person's box red
 
 
 def _store() -> BoxStore:
@@ -40,9 +42,31 @@ def _pick_volume(root: Path) -> Path | None:
         st.error(f"Cannot list the volumes under {root}: {exc}")
         return None
     names = {f"{e.name}  ·  {e.kind}": e.path for e in entries}
+    _open_requested(list(names), list(names.values()), root)
     label = st.selectbox("Volume", list(names), index=0 if names else None, key="annotate_volume",
                          placeholder=f"No volumes under {root}: create the demo data on Home")
     return names[label] if label else None
+
+
+def _open_requested(labels: list[str], paths: list[Path], root: Path) -> None:
+    """Select the volume and slice that another page asked for (once)."""
+    request = st.session_state.pop(REQUEST_KEY, None)
+    if not request:
+        return
+    index = annotate.requested_entry(paths, request.get("path"))
+    if index is None:
+        st.warning(f"Volume {request.get('volume')} is not under {root}; cannot open it here.")
+        return
+    st.session_state["annotate_volume"] = labels[index]
+    target = annotate.requested_slice(request)
+    if target is not None:
+        st.session_state["annotate_for"], st.session_state[Z_KEY] = target
+
+
+@st.cache_data(ttl=30, max_entries=4, show_spinner=False)
+def _root_counts(root: str) -> annotation_review.RootCounts:
+    """Slices per volume of the data root (headers only), refreshed every half minute."""
+    return annotation_review.root_slice_counts(root)
 
 
 def _bump() -> None:
@@ -72,6 +96,44 @@ def _navigation(volume: Volume, annotated: dict[int, dict]) -> int:
     return int(st.session_state[Z_KEY])
 
 
+def _confirm(store: BoxStore, volume: Volume, z: int, who: str, then: int | None = None) -> None:
+    """Button callback: the proposal of slice z becomes `who`'s box; optionally go to slice `then`."""
+    if annotate.confirm_proposal(store, volume, z, who) is not None:
+        _bump()
+    if then is not None:
+        _go(then)
+
+
+def _propose(store: BoxStore, volume: Volume, z: int) -> None:
+    """Button callback (saves the rerun a button branch would need): propose and store slice z's box."""
+    if annotate.propose_for_slice(store, volume, z) is None:
+        st.toast("No lung found on this slice")
+    _bump()
+
+
+def _proposal_row(store: BoxStore, volume: Volume, z: int, row: dict | None, who: str) -> None:
+    """Confirm buttons for an `auto` box, and how far proposals were from the final boxes (IoU)."""
+    proposal = annotate.is_proposal(row)
+    last = z >= volume.shape[0] - 1
+    cols = st.columns([1, 1, 4])
+    cols[0].button("Confirm & next ▶", disabled=not proposal or last, key="annotate_confirm_next",
+                   on_click=_confirm, args=(store, volume, z, who, min(volume.shape[0] - 1, z + 1)),
+                   type="primary" if proposal and not last else "secondary",
+                   help="Accept the proposed box as it is, under your name, and go to the next slice")
+    cols[1].button("Confirm proposal", disabled=not proposal, key="annotate_confirm", on_click=_confirm,
+                   args=(store, volume, z, who), help="Accept the proposed box as it is, under your name")
+    reviewed = {r.slice: r for r in annotation_review.review_rows(store, volume.volume_id)}
+    notes = []
+    if proposal:
+        notes.append("Proposed box (orange): confirm it, or edit it and it becomes yours.")
+    elif z in reviewed and reviewed[z].iou is not None:
+        notes.append(f"IoU proposal → final on this slice: {reviewed[z].iou:.3f}.")
+    summary = annotation_review.iou_summary(reviewed.values())
+    if summary is not None:
+        notes.append(f"This volume: {summary.text()}.")
+    cols[2].caption(" ".join(notes) or "No proposal on this slice.")
+
+
 def _actions(store: BoxStore, volume: Volume, z: int, has_box: bool, who: str) -> None:
     cols = st.columns(5)
     if cols[0].button("Delete box", disabled=not has_box, key="annotate_delete"):
@@ -87,12 +149,9 @@ def _actions(store: BoxStore, volume: Volume, z: int, has_box: bool, who: str) -
         store.redo(annotator=who)
         _bump()
         st.rerun()
-    if cols[3].button("Propose box", disabled=volume.modality != "CT", key="annotate_propose",
-                      help="Threshold segmentation of the lungs on this slice (annotator 'auto')"):
-        if annotate.propose_for_slice(store, volume, z) is None:
-            st.toast("No lung found on this slice")
-        _bump()
-        st.rerun()
+    cols[3].button("Propose box", disabled=volume.modality != "CT", key="annotate_propose",
+                   help="Threshold segmentation of the lungs on this slice (annotator 'auto')",
+                   on_click=_propose, args=(store, volume, z))
     if cols[4].button("Propose for all slices", disabled=volume.modality != "CT", key="annotate_propose_all",
                       help="Boxes for every slice without one (annotator 'auto'); one undo step"):
         with st.spinner("Proposing boxes…"):
@@ -102,16 +161,25 @@ def _actions(store: BoxStore, volume: Volume, z: int, has_box: bool, who: str) -
         st.rerun()
 
 
-def _canvas(volume: Volume, z: int, stored, window) -> tuple[object, int, int]:
+def _canvas(volume: Volume, z: int, stored, window, proposal: bool = False) -> tuple[object, int, int]:
     grey = render.window_to_uint8(volume.array[z], *window)
     width, height = annotate.canvas_size(grey.shape)
     key = f"annotate_canvas_{volume.volume_id}_{z}_{st.session_state.get(REV_KEY, 0)}"
     result = st_canvas(
         fill_color="rgba(255, 75, 75, 0.08)", stroke_width=2, stroke_color="#ff4b4b",
         background_image=Image.fromarray(grey), height=height, width=width, drawing_mode="labeled_rect",
-        initial_drawing=annotate.box_to_drawing(stored, width, height), key=key,
+        initial_drawing=annotate.box_to_drawing(stored, width, height,
+                                                **({"stroke": PROPOSAL_STROKE} if proposal else {})),
+        key=key,
     )
     return result, width, height
+
+
+def _show_root_progress(slot, store: BoxStore) -> None:
+    counts = _root_counts(str(data_root()))
+    if counts.total:
+        done = annotation_review.root_progress(store.rows(), counts)
+        slot.progress(done.fraction, text=done.text())
 
 
 def main() -> None:
@@ -138,9 +206,10 @@ def main() -> None:
     options, default = render.window_choices(volume.modality)
     choice = st.sidebar.selectbox("Window", options[:-1], index=options.index(default), key="annotate_window")
     window = render.resolve_window(choice, volume.array)
-    progress = st.empty()
+    progress, root_progress = st.empty(), st.empty()
+    toolbar = st.container()  # above the canvas, filled once the canvas result is saved
     stored = annotate.row_box(annotated.get(z))
-    result, width, height = _canvas(volume, z, stored, window)
+    result, width, height = _canvas(volume, z, stored, window, annotate.is_proposal(annotated.get(z)))
     change = annotate.canvas_change(stored, result.json_data, width, height)
     if change.action == "upsert":
         annotated[z] = annotate.save_box(store, volume, z, change.box, who)
@@ -153,7 +222,10 @@ def main() -> None:
     row = annotated.get(z)
     done, total = len(annotated), volume.shape[0]
     progress.progress(done / total, text=f"Slice {z + 1} of {total} · {done} of {total} slices annotated")
-    _actions(store, volume, z, row is not None, who)
+    _show_root_progress(root_progress, store)
+    with toolbar:
+        _proposal_row(store, volume, z, row, who)
+        _actions(store, volume, z, row is not None, who)
     if row:
         st.caption(f"Box Xmin {row['Xmin']:.4f}, Ymin {row['Ymin']:.4f}, Xmax {row['Xmax']:.4f}, "
                    f"Ymax {row['Ymax']:.4f} · by {row['Annotator']} · {row['Updated']}")

@@ -163,3 +163,45 @@ def test_cli_prepare(annotated, data_root, tmp_path):
                           "--data", str(data_root), "--out", str(out)], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "no annotated slice" in bad.stderr
+
+
+def _write_patient_series(root: Path, store: BoxStore, name: str, patient: str, seed: int) -> str:
+    ph = chest_ct_phantom((6, 32, 32), (5.0, 3.0, 3.0), seed=seed)
+    folder = root / "ct" / name
+    write_dicom_series(np.round(ph.hu).astype(np.int16), folder, spacing=(5.0, 3.0, 3.0), patient_id=patient)
+    volume = load_volume(folder)
+    assert volume.meta["PatientID"] == patient
+    for z in range(volume.shape[0]):
+        store.upsert(volume.slice_ids[z], 0.1, 0.2, 0.8, 0.7, volume=volume.volume_id, slice=z, annotator="t")
+    return volume.volume_id
+
+
+def test_two_series_of_one_patient_land_on_the_same_side(data_root, tmp_path):
+    store = BoxStore(tmp_path / "patients.csv")
+    series = {name: _write_patient_series(data_root, store, name, patient, seed)
+              for seed, (name, patient) in enumerate([("p1_a", "LIDC-0001"), ("p1_b", "LIDC-0001"),
+                                                      ("p2", "LIDC-0002"), ("p3", "LIDC-0003")])}
+    sides_seen = set()
+    for seed in range(6):
+        out = prepare_lung_dataset(store.path, data_root, tmp_path / f"p{seed}", val_fraction=0.5, size=16,
+                                   seed=seed, progress=lambda m: None)
+        table = pd.read_csv(out / "boxes.csv")
+        side = dict(zip(table.Volume, table.split, strict=False))
+        assert side[series["p1_a"]] == side[series["p1_b"]]
+        sides_seen.add(side[series["p1_a"]])
+        stats = json.loads((out / "stats.json").read_text())
+        assert not set(stats["train_groups"]) & set(stats["val_groups"])
+        assert len(stats["train_groups"]) + len(stats["val_groups"]) == 3  # three patients
+    assert sides_seen == {"train", "val"}  # the pair moves together, to either side
+
+
+def test_placeholder_patient_ids_split_by_series():
+    from core.prepare import split_groups, usable_patient_id
+
+    assert usable_patient_id("ANON") is None and usable_patient_id(" ") is None
+    assert usable_patient_id(None) is None and usable_patient_id("DEMO-003") == "DEMO-003"
+    groups = {"s1": "patient:A", "s2": "patient:A", "s3": "series:s3", "s4": "series:s4"}
+    for seed in range(5):
+        train, val = split_groups(groups, 0.34, seed)
+        assert train | val == set(groups) and not train & val
+        assert {"s1", "s2"} <= train or {"s1", "s2"} <= val
