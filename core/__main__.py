@@ -44,8 +44,11 @@ def _train(args: argparse.Namespace) -> None:
 
 def _predict(args: argparse.Namespace) -> None:
     from core.infer import predict_to_dir
+    from core.settings import runs_root
 
-    predict_to_dir(Path(args.checkpoint), Path(args.input), Path(args.out), progress=print)
+    # Also saved in the runs root's prediction store, where the Viewer and Predict pages find it.
+    predict_to_dir(Path(args.checkpoint), Path(args.input), Path(args.out), progress=print,
+                   runs_root=runs_root())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -121,19 +121,44 @@ def _input_volumes(source: Path) -> list[Path]:
     return found
 
 
+class _StoringPredictor:
+    """A box predictor that also saves each volume's boxes in core.predictions' store."""
+
+    def __init__(self, predictor: Any, checkpoints: list[Path], runs_root: Path) -> None:
+        self._predictor, self._checkpoints, self._runs_root = predictor, checkpoints, runs_root
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._predictor, name)
+
+    def predict_volume(self, volume: Any, *args: Any, **kwargs: Any) -> Any:
+        from core.predictions import save_predictions
+
+        boxes = self._predictor.predict_volume(volume, *args, **kwargs)
+        save_predictions(volume, boxes, self._checkpoints, family=self._predictor.family,
+                         runs_root=self._runs_root)
+        return boxes
+
+
 def predict_to_dir(
     checkpoint: Path | str | Sequence[Path | str],
     input: Path,
     out: Path,
     progress: Callable[[str], Any] = print,
+    runs_root: Path | str | None = None,
 ) -> Path:
-    """Predict every volume under `input`; writes the family's output (a box CSV for the localizer)."""
+    """Predict every volume under `input`; writes the family's output (a box CSV for the localizer).
+
+    With `runs_root`, lung boxes are also saved per volume in `<runs_root>/predictions/`
+    (core.predictions), where the Viewer and the Predict & review page find them.
+    """
     from core.io import load_volume
 
     predictor = load_predictor(checkpoint)
     from core.models import get_spec
 
     spec = get_spec(predictor.family)
+    if runs_root is not None and spec.task == "box_regression":
+        predictor = _StoringPredictor(predictor, _as_paths(checkpoint), Path(runs_root))
     volumes = (load_volume(p) for p in _input_volumes(Path(input)))
     path = spec.write_predictions(predictor, volumes, Path(out), progress)
     progress(f"predictions written to {path}")

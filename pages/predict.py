@@ -1,7 +1,8 @@
 """Predict & review: a checkpoint and a volume -> predicted vs annotated lung boxes, IoU, export.
 
-UI only: checkpoints from core.jobs, volumes from core.io, prediction from core.infer,
-the review table from core.review, pixels from core.render.
+UI only: checkpoints from core.jobs, volumes from core.io, prediction from core.infer, the saved
+predictions from core.predictions (they outlive the session and show in the Viewer), the review
+table from core.review, pixels from core.render.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import jobs, settings
+from core import jobs, predictions, settings
 from core.errors import SlicewiseError
 from core.windowing import default_window
 from pages._ui.navigation import ensure_app_navigation
+from pages._ui.overlays import ANNOTATED_BOXES, STYLES, TRUTH_BOXES, legend_html
 
 ensure_app_navigation()
 
@@ -21,7 +23,8 @@ st.title("Predict & review")
 
 runs_root = settings.runs_root()
 data_root = Path(st.session_state.get("data_root") or settings.data_root())
-PREDICTED, REFERENCE = (255, 64, 64), (64, 220, 64)
+PREDICTED = predictions.prediction_colour(0)
+REFERENCE_STYLE = {"annotated": ANNOTATED_BOXES, "phantom ground truth": TRUTH_BOXES}
 
 
 def _mtime(path: Path) -> float:
@@ -45,17 +48,17 @@ def _volume(path: str, mtime: float):
     return load_volume(Path(path))
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def _predict(checkpoint: str, ckpt_mtime: float, volume_path: str, volume_mtime: float):
-    """(family, task, boxes (z, 4) or None): the predictor is cached by core.infer itself."""
+def _predict(checkpoint: Path, volume):
+    """(family, task, boxes (z, 4) or None). Not cached here: the saved set is the cache, and
+    core.infer caches the model by (path, mtime)."""
     from core.infer import load_predictor
     from core.models import get_spec
 
-    predictor = load_predictor(Path(checkpoint))
+    predictor = load_predictor(checkpoint)
     task = get_spec(predictor.family).task
     if task != "box_regression":
         return predictor.family, task, None
-    return predictor.family, task, predictor.predict_volume(_volume(volume_path, volume_mtime))
+    return predictor.family, task, predictor.predict_volume(volume)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -85,33 +88,55 @@ def pick_inputs() -> tuple[Path, Path] | None:
 def review(checkpoint: Path, volume_path: Path) -> None:
     from core import review as rv
 
-    request = (str(checkpoint), str(volume_path))
-    if st.button("Predict boxes for every slice", type="primary"):
-        st.session_state["predict_request"] = request
-    if st.session_state.get("predict_request") != request:
-        return
     try:
         volume = _volume(str(volume_path), _mtime(volume_path))
-        with st.spinner("Predicting…"):
-            family, task, boxes = _predict(str(checkpoint), _mtime(checkpoint), str(volume_path),
-                                           _mtime(volume_path))
-        if boxes is None:
-            st.info(f"{checkpoint.name} is a {family} model ({task}); this page reviews lung boxes. "
-                    "Use `python -m core predict` for its outputs.")
+        saved = prediction_controls(checkpoint, volume)
+        if saved is None:
             return
-        predicted = rv.predicted_boxes(boxes)
+        predicted = predictions.load_prediction_set(saved.path)
         reference, source = rv.reference_boxes(volume, settings.annotations_path())
     except SlicewiseError as exc:
         st.error(str(exc))
         return
     queue = rv.review_queue(predicted, reference, volume.slice_ids)
     show_summary(queue, source, len(predicted), volume.array.shape[0])
-    z = pick_slice(queue, volume.array.shape[0])
-    show_slice(volume, z, predicted, reference)
-    annotator = f"model:{_relative(checkpoint, runs_root)}"
-    st.download_button("Export predicted boxes (CSV, lung_bbox.csv columns)",
-                       rv.boxes_csv(predicted, volume, annotator),
-                       file_name=f"predicted_boxes_{Path(volume.volume_id).name}.csv", mime="text/csv")
+    table_col, image_col = st.columns([2, 3], gap="medium")
+    with table_col:
+        z = pick_slice(queue, volume.array.shape[0])
+        st.download_button("Export predicted boxes (CSV, lung_bbox.csv columns)", saved.path.read_bytes(),
+                           file_name=f"predicted_boxes_{Path(volume.volume_id).name}.csv", mime="text/csv")
+        st.caption(f"Saved as `{saved.path}`")
+    with image_col:
+        show_slice(volume, z, predicted, reference, source, saved.label)
+
+
+def prediction_controls(checkpoint: Path, volume) -> predictions.PredictionSet | None:
+    """The saved set to review: the stored one for this checkpoint and volume, or a new prediction
+    when the user asks for one (first time, stale set, or "Predict again")."""
+    saved = predictions.find_prediction_set(volume.volume_id, checkpoint, runs_root)
+    if saved is None:
+        clicked = st.button("Predict boxes for every slice", type="primary", key="predict_run")
+    else:
+        note, again = st.columns([5, 1], vertical_alignment="center")
+        text = (f"Saved predictions of `{saved.label}`, {predictions.describe(saved)}. The Viewer shows "
+                f"them as the overlay **{saved.overlay_name}**.")
+        if saved.stale:
+            note.warning(text, icon=":material/history:")
+        else:
+            note.info(text, icon=":material/save:")
+        clicked = again.button("Predict again", type="primary" if saved.stale else "secondary",
+                               key="predict_again")
+    if not clicked:
+        return saved
+    with st.spinner("Predicting…"):
+        family, task, boxes = _predict(checkpoint, volume)
+    if boxes is None:
+        st.info(f"{checkpoint.name} is a {family} model ({task}); this page reviews lung boxes. "
+                "Use `python -m core predict` for its outputs.")
+        return None
+    path = predictions.save_predictions(volume, boxes, checkpoint, family=family, runs_root=runs_root)
+    st.toast(f"Saved the predicted boxes of {predictions.read_sidecar(path).label}", icon=":material/save:")
+    st.rerun()  # the next run finds the saved set and shows "Predict again"
 
 
 def show_summary(queue, source: str, n_predicted: int, n_slices: int) -> None:
@@ -143,16 +168,21 @@ def pick_slice(queue, n_slices: int) -> int:
     return st.slider("Slice", 0, max(n_slices - 1, 0), default, key="predict_slice") if n_slices > 1 else 0
 
 
-def show_slice(volume, z: int, predicted: dict, reference: dict) -> None:
+def show_slice(volume, z: int, predicted: dict, reference: dict, source: str, label: str) -> None:
     from core.propose import box_iou
     from core.render import OverlayLayer, render_slice
 
     window = default_window(volume.array, volume.modality)
-    layers = [OverlayLayer("boxes", reference, colour=REFERENCE, opacity=1.0, label="reference"),
+    ref_colour = STYLES[REFERENCE_STYLE.get(source, ANNOTATED_BOXES)][0]
+    layers = [OverlayLayer("boxes", reference, colour=ref_colour, opacity=1.0, label=source),
               OverlayLayer("boxes", predicted, colour=PREDICTED, opacity=1.0, label="predicted")]
     image = render_slice(volume.array, "axial", z, window, layers)
-    iou = f", IoU {box_iou(predicted.get(z), reference[z]):.3f}" if z in reference else ""
-    st.image(image, caption=f"slice {z}: red = predicted, green = reference{iou}", width=512)
+    iou = f" · IoU {box_iou(predicted.get(z), reference[z]):.3f}" if z in reference else " · no reference box"
+    st.image(image, caption=f"slice {z}{iou}", width=512)
+    legend = [(f"predicted ({label})", PREDICTED, "boxes")]
+    if reference:
+        legend.append((f"{source} (reference)", ref_colour, "boxes"))
+    st.markdown(legend_html(legend), unsafe_allow_html=True)
 
 
 inputs = pick_inputs()

@@ -14,7 +14,7 @@ from core.volume import Volume
 from pages._ui.frames import montage_png, stack_frames
 from pages._ui.loaders import data_root, list_volumes_cached, load_volume_cached, path_mtime, truth_cached
 from pages._ui.navigation import ensure_app_navigation
-from pages._ui.overlays import available_layers
+from pages._ui.overlays import available_layers, layer_legend
 from pages._ui.slice_viewer import slice_viewer
 
 ensure_app_navigation()
@@ -72,10 +72,13 @@ def _window_controls(volume: Volume) -> tuple[float, float]:
     return window
 
 
-def _overlay_controls(layers: dict) -> list[render.OverlayLayer]:
+def _overlay_controls(layers: dict, notes: dict[str, str]) -> list[render.OverlayLayer]:
     chosen = []
     for name, layer in layers.items():
-        on = st.checkbox(name, value=layer.visible, key=f"viewer_ov_{name}")
+        on = st.checkbox(name, value=layer.visible, key=f"viewer_ov_{name}",
+                         help=name if len(name) > 30 else None)  # a long label is cut in the side column
+        if name in notes:
+            st.markdown(notes[name], unsafe_allow_html=True)
         if not on:
             continue
         opacity = st.slider("Opacity", 0.0, 1.0, float(layer.opacity), 0.05, key=f"viewer_op_{name}",
@@ -87,7 +90,8 @@ def _overlay_controls(layers: dict) -> list[render.OverlayLayer]:
         chosen.append(render.OverlayLayer(layer.kind, layer.data, layer.colour, opacity, True, name, style,
                                           layer.line_width, layer.threshold))
     if not layers:
-        st.caption("No overlays for this volume yet (demo volumes carry ground truth).")
+        st.caption("No overlays for this volume yet: demo volumes carry ground truth; boxes predicted on "
+                   "the Predict & review page appear here.")
     return chosen
 
 
@@ -205,12 +209,15 @@ def main() -> None:
         mode = st.radio("Stepping", [FAST, PLAIN], key="viewer_mode", horizontal=True,
                         help="Fast: slices step in the browser (wheel, arrow keys). Server: a plain slider.")
         st.markdown("**Overlays**")
-        all_layers, problems = available_layers(volume, truth, settings.annotations_path())
+        all_layers, notes, problems = available_layers(volume, truth, settings.annotations_path(),
+                                                       settings.runs_root())
         for problem in problems:
             st.error(problem)
-        layers = _overlay_controls(all_layers)
+        layers = _overlay_controls(all_layers, notes)
     with view_col:
         index, probe = _viewer(volume, path, orientation, window, layers, mode)
+        if layers:
+            st.markdown(layer_legend(layers, orientation), unsafe_allow_html=True)
     with side_col:
         shape2d = render.extract_slice(volume.array, orientation, index, volume.direction).shape
         _readout_inputs(volume, orientation, index, probe, shape2d)

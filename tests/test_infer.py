@@ -109,9 +109,11 @@ def test_predict_cli_round_trip_writes_the_lung_bbox_csv(checkpoints, ct_series,
         cwd=REPO,
         capture_output=True,
         text=True,
-        env={**os.environ},
+        env={**os.environ, "SLICEWISE_RUNS": str(tmp_path / "runs")},
     )
     assert result.returncode == 0, result.stderr
+    # the Viewer finds the same boxes in the prediction store of the runs root
+    assert len(list((tmp_path / "runs" / "predictions").glob("*/*.csv"))) == 1
     files = list(out.glob("*.csv"))
     assert len(files) == 1
     with files[0].open(newline="") as handle:
