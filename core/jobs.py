@@ -518,11 +518,14 @@ class SettingField:
     format: str | None = None
 
 
-def setting_fields(spec: Any, skip: tuple[str, ...] = ("device",)) -> list[SettingField]:
+def setting_fields(spec: Any, skip: tuple[str, ...] = ("device",), preset: str | None = None
+                   ) -> list[SettingField]:
     """The form for a ModelSpec: one field per default, typed by the default's value, so that a
-    new family needs no page change. `device` is skipped: the page offers it on its own."""
+    new family needs no page change. `device` is skipped: the page offers it on its own.
+    With `preset`, the fields start at that preset's values instead of the defaults."""
     fields = []
-    for key, default in spec.defaults.items():
+    start = spec.preset_settings(preset) if preset else spec.defaults
+    for key, default in start.items():
         if key in skip:
             continue
         options, helptext = tuple(spec.choices.get(key, ())), spec.help.get(key, "")
@@ -538,6 +541,15 @@ def setting_fields(spec: Any, skip: tuple[str, ...] = ("device",)) -> list[Setti
         else:
             fields.append(SettingField(key, "text", str(default), help=helptext))
     return fields
+
+
+def default_preset(spec: Any, devices: list[str]) -> str:
+    """The preset the Train page opens with: the reference settings where a GPU can run them,
+    else a quick CPU preset when the family has one (the reference takes days on a CPU)."""
+    names = spec.preset_names()
+    if "cuda" in devices:
+        return names[0]
+    return next((n for n in names if "cpu" in n.lower()), names[0])
 
 
 def _float_step(value: float) -> float:

@@ -74,13 +74,17 @@ def new_job_form() -> None:
     top[2].caption(where)
     if spec.description:
         st.caption(spec.description)
+    presets = spec.preset_names()
+    preset = st.radio("Settings", presets, index=presets.index(jobs.default_preset(spec, devices)),
+                      horizontal=True, key=f"train_preset_{family}",
+                      help="reference = the published pipeline's values (meant for a GPU)")
     with st.form(f"train_form_{family}"):
-        with st.expander("Settings (prefilled with the reference defaults)", expanded=False):
+        with st.expander(f"Settings (prefilled: {preset})", expanded=False):
             columns = st.columns(4)
             values = {}
-            for i, field in enumerate(jobs.setting_fields(spec)):
+            for i, field in enumerate(jobs.setting_fields(spec, preset=preset)):
                 with columns[i % 4]:
-                    values[field.key] = _setting_widget(field, f"train_set_{family}_{field.key}")
+                    values[field.key] = _setting_widget(field, f"train_set_{family}_{preset}_{field.key}")
         submitted = st.form_submit_button("Start training", type="primary", disabled=data is None)
     if submitted and data is not None:
         _start(family, data, values, device)

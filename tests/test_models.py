@@ -164,3 +164,23 @@ def test_without_local_weights_training_starts_from_scratch_and_says_so(tmp_path
     model = build_model("resnet18", image_size=64)
     notice = load_imagenet_weights(model, str(tmp_path / "missing.pth"))
     assert "training from scratch" in notice and "never downloaded" in notice
+
+
+def test_presets_start_from_the_defaults_and_name_only_known_settings():
+    from core import jobs
+    from core.models import REFERENCE_PRESET, ModelSpec
+
+    spec = get_spec("lung_localizer")
+    assert spec.preset_names()[0] == REFERENCE_PRESET
+    assert spec.preset_settings(REFERENCE_PRESET) == spec.defaults
+    quick = spec.preset_settings("quick CPU demo")
+    assert quick["backbone"] == "resnet18" and quick["lr_patience"] == spec.defaults["lr_patience"]
+    assert jobs.default_preset(spec, ["cpu"]) == "quick CPU demo"
+    assert jobs.default_preset(spec, ["cuda", "cpu"]) == REFERENCE_PRESET
+    fields = {f.key: f.default for f in jobs.setting_fields(spec, preset="quick CPU demo")}
+    assert fields["image_size"] == 128 and "device" not in fields
+    with pytest.raises(KeyError, match="unknown preset"):
+        spec.preset_settings("fast")
+    with pytest.raises(KeyError, match="unknown settings"):
+        ModelSpec(name="x", task="t", title="x", build=None, model_args=None, defaults={"a": 1},
+                  presets={"p": {"b": 2}})

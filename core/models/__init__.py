@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+REFERENCE_PRESET = "reference"
+
 FAMILY_NAMES = ("lung_localizer", "xray_classifier", "ct_classifier", "vnet", "brain_mri")
 
 # Settings every family has; families add their own and may override these values.
@@ -88,8 +90,15 @@ class ModelSpec:
     choices: dict[str, tuple] = field(default_factory=dict)
     help: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    # name -> settings that differ from `defaults` (e.g. a quick CPU run); the reference
+    # settings themselves are the implicit first preset, REFERENCE_PRESET.
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name, values in self.presets.items():
+            unknown = sorted(set(values) - set(self.defaults))
+            if unknown:
+                raise KeyError(f"{self.name}: preset {name!r} sets unknown settings {unknown}")
         for key, value in self.defaults.items():
             if not isinstance(value, bool | int | float | str):
                 raise TypeError(f"{self.name}: default {key}={value!r} must be bool, int, float or str")
@@ -103,6 +112,15 @@ class ModelSpec:
     def early_stopping(self) -> bool:
         """Whether the family stops early (it has a positive `early_stop_patience` default)."""
         return int(self.defaults.get("early_stop_patience", 0)) > 0
+
+    def preset_names(self) -> list[str]:
+        return [REFERENCE_PRESET, *self.presets]
+
+    def preset_settings(self, name: str) -> dict[str, Any]:
+        """The full settings of a preset: the defaults with the preset's values on top."""
+        if name != REFERENCE_PRESET and name not in self.presets:
+            raise KeyError(f"{self.name}: unknown preset {name!r}; presets: {self.preset_names()}")
+        return {**self.defaults, **self.presets.get(name, {})}
 
     def setting_types(self) -> dict[str, type]:
         return {key: type(value) for key, value in self.defaults.items()}
@@ -182,6 +200,11 @@ register(
         cam_layer=None,
         monitor="val_loss",
         monitor_mode="min",
+        presets={
+            # What learns within about a minute on a 2-core CPU (README example).
+            "quick CPU demo": {"backbone": "resnet18", "image_size": 128, "prepare_size": 128,
+                               "batch_size": 16, "max_epochs": 5, "lr": 1e-3},
+        },
         choices={
             **COMMON_CHOICES,
             "backbone": ("resnet50", "efficientnet_b0", "ensemble", "resnet18"),

@@ -45,10 +45,16 @@ def test_train_page_with_no_runs(data_root):
     assert not at.exception
     assert "No jobs yet" in _texts(at)
     assert at.selectbox(key="train_family").value == "lung_localizer"
-    # the settings form comes from the family's defaults
-    assert at.number_input(key="train_set_lung_localizer_max_epochs").value == 100
-    assert at.selectbox(key="train_set_lung_localizer_backbone").value == "resnet50"
-    assert at.checkbox(key="train_set_lung_localizer_augment").value is True
+    # without a GPU the form opens on the family's quick CPU preset ...
+    quick = "train_set_lung_localizer_quick CPU demo_"
+    assert at.radio(key="train_preset_lung_localizer").value == "quick CPU demo"
+    assert at.number_input(key=quick + "max_epochs").value == 5
+    assert at.selectbox(key=quick + "backbone").value == "resnet18"
+    # ... and the reference preset is the family's defaults
+    at.radio(key="train_preset_lung_localizer").set_value("reference").run()
+    assert at.number_input(key="train_set_lung_localizer_reference_max_epochs").value == 100
+    assert at.selectbox(key="train_set_lung_localizer_reference_backbone").value == "resnet50"
+    assert at.checkbox(key="train_set_lung_localizer_reference_augment").value is True
 
 
 def test_predict_page_with_no_runs(data_root):
@@ -63,9 +69,10 @@ def test_train_page_starts_a_job_with_the_changed_settings(data_root):
     at = _app(TRAIN_PAGE)
     data = at.selectbox(key="train_data_lung_localizer")
     assert data.value.label == "lung_prepared"  # the prepared folder first, the data root last
-    at.number_input(key="train_set_lung_localizer_max_epochs").set_value(1)
-    at.selectbox(key="train_set_lung_localizer_backbone").set_value("resnet18")
-    at.checkbox(key="train_set_lung_localizer_pretrained").uncheck()
+    at.radio(key="train_preset_lung_localizer").set_value("reference").run()
+    at.number_input(key="train_set_lung_localizer_reference_max_epochs").set_value(1)
+    at.selectbox(key="train_set_lung_localizer_reference_backbone").set_value("resnet18")
+    at.checkbox(key="train_set_lung_localizer_reference_pretrained").uncheck()
     at.selectbox(key="train_device").set_value("cpu")
     at.button[0].click()  # the form's "Start training"
     at.run()
@@ -144,7 +151,7 @@ def test_train_page_start_follow_cancel(page, tmp_path):
         page.goto(url)  # the app's own navigation, as a user gets there
         page.get_by_test_id("stSidebarNavLink").filter(has_text="Train").click()
         page.get_by_role("button", name="Start training").wait_for()
-        page.get_by_text("Settings (prefilled with the reference defaults)").click()
+        page.get_by_text(re.compile(r"^Settings \(prefilled")).click()
         _pick_option(page, "backbone", "resnet18")
         for key, value in (("image_size", "32"), ("batch_size", "4"), ("num_workers", "0"),
                            ("max_epochs", "200")):
