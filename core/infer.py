@@ -8,6 +8,7 @@ weights_only=True)`: only plain types and tensors, no pickled code.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,13 +43,36 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return {**meta, "state_dict": state, "path": str(path), "epoch": raw.get("epoch")}
 
 
+def best_checkpoint_of_run(run_dir: Path) -> Path:
+    """A run folder's best checkpoint (its result.json), else its last.ckpt."""
+    result = run_dir / "result.json"
+    if result.is_file():
+        try:
+            best = json.loads(result.read_text()).get("best_checkpoint")
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{result}: unreadable run result ({exc})") from None
+        if best and Path(best).is_file():
+            return Path(best)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        return last
+    raise CheckpointError(f"{run_dir}: a folder with neither a best checkpoint in result.json nor "
+                          "checkpoints/last.ckpt")
+
+
 def _as_paths(checkpoint: Path | str | Sequence[Path | str]) -> list[Path]:
     if isinstance(checkpoint, str | Path):
         text = str(checkpoint)
         if "," in text and not Path(text).exists():  # `--checkpoint a.ckpt,b.ckpt`: an ensemble
-            return [Path(p.strip()) for p in text.split(",") if p.strip()]
-        return [Path(checkpoint)]
-    return [Path(p) for p in checkpoint]
+            return [_one_path(p.strip()) for p in text.split(",") if p.strip()]
+        return [_one_path(checkpoint)]
+    return [_one_path(p) for p in checkpoint]
+
+
+def _one_path(checkpoint: Path | str) -> Path:
+    """A checkpoint file, or a run folder standing for its best checkpoint."""
+    path = Path(checkpoint)
+    return best_checkpoint_of_run(path) if path.is_dir() else path
 
 
 def _cache_key(paths: list[Path], device: str) -> tuple:

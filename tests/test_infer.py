@@ -188,3 +188,16 @@ def test_missing_input_is_a_volume_read_error(checkpoints, tmp_path):
 
     with pytest.raises(VolumeReadError, match="nowhere"):
         predict_to_dir(checkpoints["a"], tmp_path / "nowhere", tmp_path / "out")
+
+
+def test_a_run_folder_stands_for_its_best_checkpoint(checkpoints, tmp_path):
+    import json
+
+    from core.infer import best_checkpoint_of_run, load_predictor
+
+    run = checkpoints["a"].parent.parent
+    best = Path(json.loads((run / "result.json").read_text())["best_checkpoint"])
+    assert best_checkpoint_of_run(run) == best
+    assert load_predictor(run, device="cpu").family == "lung_localizer"
+    with pytest.raises(CheckpointError, match="neither a best checkpoint"):
+        best_checkpoint_of_run(tmp_path)
