@@ -125,6 +125,12 @@ def next_without_box(n_slices: int, annotated: Iterable[int], current: int) -> i
     return None
 
 
+def slice_progress(z: int, n_slices: int, n_annotated: int) -> tuple[float, str]:
+    """(fraction, text) of the Annotate page's progress bar for slice z."""
+    return (n_annotated / n_slices if n_slices else 0.0,
+            f"Slice {z + 1} of {n_slices} · {n_annotated} of {n_slices} slices annotated")
+
+
 def clamp_slice(z: int, n_slices: int) -> int:
     return max(0, min(int(z), n_slices - 1))
 

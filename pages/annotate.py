@@ -175,11 +175,23 @@ def _canvas(volume: Volume, z: int, stored, window, proposal: bool = False) -> t
     return result, width, height
 
 
-def _show_root_progress(slot, store: BoxStore) -> None:
+def _show_progress(z: int, n_slices: int, n_done: int, store: BoxStore, bars: list | None = None) -> list:
+    """Slice and data-root progress bars above the canvas; pass the returned bars back to update them.
+
+    The bars are real elements from the first call on, updated in place, never `st.empty()` slots:
+    an empty slot collapses at the start of every rerun and refills later, which moved the canvas
+    about 100 px under the pointer for a moment on each rerun -- including the one the canvas itself
+    triggers right after a slice appears, when it reports its background fit -- so a box dragged at
+    that moment began off the canvas and was never drawn, let alone saved.
+    """
+    fraction, text = annotate.slice_progress(z, n_slices, n_done)
+    slots = [*(bars or []), st, st]
+    shown = [slots[0].progress(fraction, text=text)]
     counts = _root_counts(str(data_root()))
     if counts.total:
         done = annotation_review.root_progress(store.rows(), counts)
-        slot.progress(done.fraction, text=done.text())
+        shown.append(slots[1].progress(done.fraction, text=done.text()))
+    return shown
 
 
 def main() -> None:
@@ -206,7 +218,7 @@ def main() -> None:
     options, default = render.window_choices(volume.modality)
     choice = st.sidebar.selectbox("Window", options[:-1], index=options.index(default), key="annotate_window")
     window = render.resolve_window(choice, volume.array)
-    progress, root_progress = st.empty(), st.empty()
+    bars = _show_progress(z, volume.shape[0], len(annotated), store)
     toolbar = st.container()  # above the canvas, filled once the canvas result is saved
     stored = annotate.row_box(annotated.get(z))
     result, width, height = _canvas(volume, z, stored, window, annotate.is_proposal(annotated.get(z)))
@@ -220,9 +232,8 @@ def main() -> None:
         _bump()
         st.rerun()
     row = annotated.get(z)
-    done, total = len(annotated), volume.shape[0]
-    progress.progress(done / total, text=f"Slice {z + 1} of {total} · {done} of {total} slices annotated")
-    _show_root_progress(root_progress, store)
+    if change.action != "none":
+        _show_progress(z, volume.shape[0], len(annotated), store, bars)
     with toolbar:
         _proposal_row(store, volume, z, row, who)
         _actions(store, volume, z, row is not None, who)

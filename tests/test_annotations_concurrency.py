@@ -5,7 +5,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import sys
 import time
+import types
 
 import pytest
 
@@ -48,7 +50,10 @@ def _one_write(csv_path: str) -> None:
 
 
 @pytest.fixture
-def ctx():
+def ctx(monkeypatch):
+    # A page run earlier in this process (AppTest) can leave its script as __main__, which
+    # spawned workers would run again: give them a neutral __main__ to start from.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     return mp.get_context("spawn")
 
 
