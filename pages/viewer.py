@@ -15,11 +15,12 @@ from pages._ui.frames import montage_png, stack_frames
 from pages._ui.loaders import data_root, list_volumes_cached, load_volume_cached, path_mtime, truth_cached
 from pages._ui.navigation import ensure_app_navigation
 from pages._ui.overlays import available_layers, layer_legend
-from pages._ui.slice_viewer import slice_viewer
+from pages._ui.slice_viewer import FrameSource, slice_viewer, slice_viewer_feed
 
 ensure_app_navigation()
 
 FAST, PLAIN = "In the browser (fast)", "Server slider"
+VIEWER_KEY = "viewer_stack"
 UPLOAD_KEY = "viewer_upload_dir"
 
 
@@ -137,25 +138,26 @@ def _plain_viewer(volume: Volume, orientation: str, window, layers, index: int, 
     return index
 
 
-def _viewer(volume: Volume, path: Path, orientation: str, window, layers, mode: str):
+def _viewer(volume: Volume, path: Path, orientation: str, window, layers,
+            mode: str) -> tuple[int, dict | None, FrameSource | None]:
+    """Show the slice viewer; (slice index, last click probe, the frames still to send or None)."""
     n = render.slice_count(volume.shape, orientation)
     index = _current_index(n, orientation)
-    probe = None
+    probe, source = None, None
     if mode == PLAIN:
         index = _plain_viewer(volume, orientation, window, layers, index, n)
     else:
-        mtime = path_mtime(path)
-        frames, stack = stack_frames(str(path.resolve()), mtime, volume, orientation, window, layers)
+        source = stack_frames(str(path.resolve()), path_mtime(path), volume, orientation, window, layers)
         shape2d = render.extract_slice(volume.array, orientation, 0, volume.direction).shape
-        reported, probe = slice_viewer(frames, stack=stack, width=shape2d[1], height=shape2d[0],
+        reported, probe = slice_viewer(source, width=shape2d[1], height=shape2d[0],
                                        aspect=render.display_aspect(volume.spacing, orientation), index=index,
-                                       orientation=orientation, key="viewer_stack")
+                                       orientation=orientation, key=VIEWER_KEY)
         if reported is not None and 0 <= reported < n:
             index = reported
         if probe is not None:
             index = int(probe.get("index", index))
     _remember_index(orientation, index)
-    return index, probe
+    return index, probe, source
 
 
 def _header(volume: Volume, name: str) -> None:
@@ -215,7 +217,7 @@ def main() -> None:
             st.error(problem)
         layers = _overlay_controls(all_layers, notes)
     with view_col:
-        index, probe = _viewer(volume, path, orientation, window, layers, mode)
+        index, probe, source = _viewer(volume, path, orientation, window, layers, mode)
         if layers:
             st.markdown(layer_legend(layers, orientation), unsafe_allow_html=True)
     with side_col:
@@ -226,6 +228,8 @@ def main() -> None:
         _montage(volume, path, orientation, window, layers)
     with header_tab:
         _metadata(volume, index)
+    if source is not None:
+        slice_viewer_feed(source, key=VIEWER_KEY)  # the rest of the stack, once the page is on screen
 
 
 main()
