@@ -294,3 +294,88 @@ def test_demo_folder_trains_on_its_ground_truth_boxes(data_root, tmp_path):
     stats = json.loads((run / "prepared" / "stats.json").read_text())
     assert stats["n_train"] + stats["n_val"] == len(rows)
     assert json.loads((run / "result.json").read_text())["status"] == "done"
+
+
+@pytest.mark.parametrize("size", [32, 37])
+def test_batched_augmentation_equals_the_torchvision_reference(size):
+    """The training path (draws + augment_batch) gives the reference's pixels and boxes exactly."""
+    import torch
+
+    from core.train.data_lung import Augmentation, augment, augment_batch, build_transform, draw_augmentation
+
+    generator = torch.Generator().manual_seed(size)
+    images = torch.rand(12, 1, size, size, generator=generator)
+    corner = torch.rand(12, 2, generator=generator) * size / 2
+    extent = torch.rand(12, 2, generator=generator) * size / 2 + 1
+    boxes = torch.cat([corner, corner + extent], dim=1)
+    for aug in (Augmentation(), Augmentation(gamma=0.3, rotate_deg=25.0, scale=0.15, translate=0.1)):
+        transform = build_transform(aug)
+        seeds = range(100, 112)
+        reference = [augment(images[i], boxes[i], aug, transform, s) for i, s in enumerate(seeds)]
+        out, moved = augment_batch(images, boxes, [draw_augmentation(aug, s, size) for s in seeds])
+        assert torch.equal(out, torch.stack([r[0] for r in reference]))
+        assert torch.equal(moved, torch.stack([r[1] for r in reference]))
+
+
+def test_augment_batch_refuses_mismatched_inputs():
+    import torch
+
+    from core.train.data_lung import Augmentation, augment_batch, draw_augmentation
+
+    draws = [draw_augmentation(Augmentation(), seed, 16) for seed in range(3)]
+    with pytest.raises(ValueError, match=r"images \(3, 1, 16, 16\), boxes \(2, 4\) and 3 draws"):
+        augment_batch(torch.zeros(3, 1, 16, 16), torch.zeros(2, 4), draws)
+
+
+def test_dataset_batches_equal_its_items_cached_or_not(tiny_data):
+    """__getitems__ (what the DataLoader calls) = item by item, preloaded, lazily cached or uncached."""
+    import torch
+
+    from core.train.data_lung import Augmentation, LungBoxDataset, read_prepared
+
+    data = read_prepared(tiny_data)
+    make = lambda cache: LungBoxDataset(data.train, 32, data.mean, data.std, Augmentation(), 7, cache)  # noqa: E731
+    preloaded, lazy, uncached = make(True), make(True), make(False)
+    preloaded.preload()
+    keys = [len(data.train) * 2 + i for i in (5, 0, 3, 3, len(data.train) - 1)]  # epoch 2
+    batch = preloaded.__getitems__(keys)
+    for dataset in (preloaded, lazy, uncached):
+        for key, (image, box) in zip(keys, batch, strict=True):
+            other_image, other_box = dataset[key]
+            assert torch.equal(image, other_image) and torch.equal(box, other_box)
+    assert not torch.equal(batch[1][0], preloaded[len(data.train) * 3][0])  # another epoch, another draw
+
+
+def test_checkpoint_io_writes_atomically_and_keeps_the_old_file_on_failure(tmp_path):
+    import torch
+
+    from core.train.loop import LocalCheckpointIO
+
+    io, path = LocalCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+    assert torch.equal(_load_ckpt(path)["state_dict"]["w"], torch.ones(3))
+    with pytest.raises(Exception, match="pickle"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "bad": lambda: None}, path)
+    assert torch.equal(_load_ckpt(path)["state_dict"]["w"], torch.ones(3))  # the old checkpoint stays
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temporary file left
+    with pytest.raises(TypeError, match="storage_options"):
+        io.save_checkpoint({}, path, storage_options={"anything": 1})
+
+
+@pytest.mark.train
+def test_resume_with_a_loader_worker_matches_the_uninterrupted_run(tiny_data, tmp_path):
+    """A worker process draws indices as soon as its loader is iterated: it must still see the
+    resumed epoch, and the batches must not depend on the number of workers."""
+    import torch
+
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train_from_cli("lung_localizer", tiny_data, straight, [*TINY, "max_epochs=3"])
+    worker = [*TINY, "num_workers=1"]
+    train_from_cli("lung_localizer", tiny_data, interrupted, [*worker, "max_epochs=1"])
+    train_from_cli("lung_localizer", tiny_data, interrupted, ["max_epochs=3"], resume=True)
+    a = _load_ckpt(straight / "checkpoints" / "last.ckpt")["state_dict"]
+    b = _load_ckpt(interrupted / "checkpoints" / "last.ckpt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    metrics = [json.loads(line) for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    reference = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [m["train_loss"] for m in metrics] == [m["train_loss"] for m in reference]

@@ -203,7 +203,7 @@ register(
         presets={
             # What learns within about a minute on a 2-core CPU (README example).
             "quick CPU demo": {"backbone": "resnet18", "image_size": 128, "prepare_size": 128,
-                               "batch_size": 16, "max_epochs": 5, "lr": 1e-3},
+                               "batch_size": 16, "max_epochs": 5, "lr": 1e-3, "num_workers": 0},
         },
         choices={
             **COMMON_CHOICES,

@@ -154,6 +154,13 @@ class LungDataModule(pl.LightningDataModule):
             data.train, size, data.mean, data.std, aug if settings["augment"] else None, seed, cache
         )
         self.val_set = LungBoxDataset(data.val, size, data.mean, data.std, None, seed, cache)
+        self._loaders: dict[str, DataLoader] = {}
+        self._loaders_for: object = None
+
+    def setup(self, stage: str) -> None:
+        """Decode the slices once, in the main process, before any loader worker forks."""
+        self.train_set.preload()
+        self.val_set.preload()
 
     def _loader_kwargs(self) -> dict[str, Any]:
         workers = int(self.settings["num_workers"])
@@ -164,7 +171,22 @@ class LungDataModule(pl.LightningDataModule):
             "pin_memory": torch.cuda.is_available(),
         }
 
+    def _cached(self, name: str, build: Any) -> DataLoader:
+        """One loader per fit: Lightning re-requests it every epoch (see core.train.loop.fit), and a
+        new DataLoader would start new worker processes each time."""
+        if self._loaders_for is not self.trainer:
+            self._loaders, self._loaders_for = {}, self.trainer
+        if name not in self._loaders:
+            self._loaders[name] = build()
+        return self._loaders[name]
+
     def train_dataloader(self) -> DataLoader:
+        return self._cached("train", self._train_loader)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._cached("val", lambda: DataLoader(self.val_set, shuffle=False, **self._loader_kwargs()))
+
+    def _train_loader(self) -> DataLoader:
         trainer = self.trainer
         sampler = EpochShuffleSampler(
             len(self.train_set),
@@ -173,9 +195,6 @@ class LungDataModule(pl.LightningDataModule):
         )
         drop_last = len(self.train_set) > int(self.settings["batch_size"])
         return DataLoader(self.train_set, sampler=sampler, drop_last=drop_last, **self._loader_kwargs())
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, shuffle=False, **self._loader_kwargs())
 
 
 def mean_box_px(data: PreparedLungData, size: int) -> list[float]:
