@@ -115,3 +115,16 @@ def page(browser):
     pg.set_default_timeout(30_000)
     yield pg
     context.close()
+
+
+def drag(page, target, start: tuple[float, float], end: tuple[float, float], steps: int = 10) -> None:
+    """Drag with the mouse from `start` to `end` (pixels relative to `target`'s top-left), in
+    several moves as a hand does: the drawing canvas needs intermediate mouse events."""
+    area = target.bounding_box()
+    x0, y0 = area["x"] + start[0], area["y"] + start[1]
+    x1, y1 = area["x"] + end[0], area["y"] + end[1]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for i in range(1, steps + 1):
+        page.mouse.move(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)
+    page.mouse.up()

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from core.annotations import BoxStore
 from core.io.writers import write_dicom_series
 from core.phantoms import chest_ct_phantom
-from tests.e2e.conftest import run_app
+from tests.e2e.conftest import drag, run_app
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = str(REPO / "pages" / "annotate.py")
@@ -86,17 +86,6 @@ def _canvas(page):
     return canvas
 
 
-def _drag(page, canvas, start: tuple[float, float], end: tuple[float, float], steps: int = 10) -> None:
-    box = canvas.bounding_box()
-    x0, y0 = box["x"] + start[0], box["y"] + start[1]
-    x1, y1 = box["x"] + end[0], box["y"] + end[1]
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    for i in range(1, steps + 1):
-        page.mouse.move(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)
-    page.mouse.up()
-
-
 @pytest.mark.e2e
 def test_draw_reload_delete_undo_in_the_browser(page, tmp_path):
     root = tmp_path / "data"
@@ -108,7 +97,7 @@ def test_draw_reload_delete_undo_in_the_browser(page, tmp_path):
         canvas = _canvas(page)
         size = canvas.bounding_box()
         assert round(size["width"]) == 512 and round(size["height"]) == 512
-        _drag(page, canvas, (100, 120), (400, 370))
+        drag(page, canvas, (100, 120), (400, 370))
         rows = _wait_rows(store, lambda r: len(r) == 1)
         page.screenshot(path=str(SHOTS / "annotate_drawn.png"))
         row = rows[0]

@@ -19,7 +19,7 @@ import pytest
 from core.annotations import BoxStore
 from core.io.writers import write_dicom_series
 from core.phantoms import chest_ct_phantom
-from tests.e2e.conftest import run_app
+from tests.e2e.conftest import drag, run_app
 
 SHOTS = Path("/tmp/shots")
 N_SLICES = 12
@@ -70,17 +70,6 @@ def _canvas(page):
     return page.get_by_test_id("stBidiComponentIsolated").locator("canvas.upper-canvas")
 
 
-def _drag(page, start: tuple[float, float], end: tuple[float, float], steps: int = 8) -> None:
-    area = _canvas(page).bounding_box()
-    x0, y0 = area["x"] + start[0], area["y"] + start[1]
-    x1, y1 = area["x"] + end[0], area["y"] + end[1]
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    for i in range(1, steps + 1):
-        page.mouse.move(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)
-    page.mouse.up()
-
-
 def _wait_row(store: BoxStore, slice_id: str, timeout: float = 20.0) -> dict | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -117,7 +106,8 @@ def test_box_dragged_right_after_next_is_always_saved(page, tmp_path):
             page.get_by_text(f"Slice {z + 1} of {N_SLICES} ·").wait_for()
             page.wait_for_function(SETTLED, polling="raf")
             page.evaluate(TRACK_CANVAS)
-            _drag(page, *_box(k))  # at once: the canvas's own first rerun is typically still running
+            # at once: the canvas's own first rerun is typically still running
+            drag(page, _canvas(page), *_box(k), steps=8)
             row = _wait_row(store, slice_ids[z])
             if row is None:
                 page.screenshot(path=str(SHOTS / "annotate_fast_drag_lost.png"), full_page=True)
