@@ -49,10 +49,8 @@ def load_volume_cached(path: str | Path) -> Volume:
 
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _truth(path: str, mtime: float, _volume: Volume):
-    try:
-        from core.demo import truth_for
-    except ImportError:
-        return None
+    from core.demo import truth_for
+
     return truth_for(_volume)
 
 
@@ -61,9 +59,10 @@ def truth_cached(path: str | Path, volume: Volume):
     return _truth(str(Path(path).resolve()), path_mtime(path), volume)
 
 
-@st.cache_data(ttl=10, max_entries=8, show_spinner=False)
+@st.cache_data(ttl=60, max_entries=8, show_spinner=False)
 def list_volumes_cached(root: str):
-    """core.catalog.list_volumes, refreshed every few seconds."""
+    """core.catalog.list_volumes, refreshed every minute (walking a data root costs ~0.4 s, too
+    much for every rerun of a page); Home clears it when it writes data."""
     from core.catalog import list_volumes
 
     return list_volumes(Path(root))
