@@ -39,12 +39,12 @@ from torch.utils.data import DataLoader
 
 from core.device import choose_device, default_precision
 from core.models import get_spec
-from core.models.lung_localizer import build_model, init_head_bias
+from core.models.lung_localizer.data import Augmentation, EpochShuffleSampler, LungBoxDataset, read_prepared
+from core.models.lung_localizer.net import build_model, init_head_bias
+from core.models.lung_localizer.synthetic import phantom_dataset
+from core.models.lung_localizer.train import mean_box_px
 from core.train.config import apply_overrides
-from core.train.data_lung import Augmentation, EpochShuffleSampler, LungBoxDataset, read_prepared
 from core.train.loop import fit
-from core.train.lung import mean_box_px
-from core.train.synthetic import phantom_dataset
 
 
 class EpochClock:
@@ -147,7 +147,7 @@ def _augmentation(settings: dict) -> Augmentation | None:
 
 
 def _bare_loaders(data: Path, settings: dict, device: str, epoch: dict) -> tuple[DataLoader, DataLoader]:
-    """The engine's datasets and loader settings (see core.train.lung.LungDataModule)."""
+    """The engine's datasets and loader settings (see core.models.lung_localizer.train.LungDataModule)."""
     prepared = read_prepared(data)
     size, seed = int(settings["image_size"]), int(settings["seed"])
     aug = _augmentation(settings)

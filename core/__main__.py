@@ -23,7 +23,7 @@ def _sample_data(args: argparse.Namespace) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    from core.prepare import prepare_lung_dataset
+    from core.models.lung_localizer.prepare import prepare_lung_dataset
 
     prepare_lung_dataset(
         csv_path=Path(args.csv),
@@ -39,7 +39,8 @@ def _prepare(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from core.train.cli import train_from_cli
 
-    train_from_cli(args.family, Path(args.data), Path(args.out), args.set or [], resume=args.resume)
+    train_from_cli(args.family, Path(args.data), Path(args.out), args.set or [], resume=args.resume,
+                   preset=args.preset)
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--preset", default=None, help="start from a preset's settings (every family has 'quick')")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.set_defaults(func=_train)

@@ -18,7 +18,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from core.atomic import atomic_write_bytes, atomic_write_text, fsync_dir  # noqa: F401 (re-exported)
 from core.errors import AnnotationFormatError, SlicewiseError
 
 COLUMNS = ("Image", "Xmin", "Ymin", "Xmax", "Ymax", "Volume", "Slice", "Annotator", "Updated")
@@ -130,34 +130,6 @@ def parse_csv_text(text: str, path: Path) -> dict[str, dict]:
     except csv.Error as exc:
         raise AnnotationFormatError(f"{path}, line {reader.line_num}: {exc}") from exc
     return rows
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # some platforms cannot open folders; the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that a reader or a crash sees either the old or the new file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 class BoxStore:

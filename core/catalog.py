@@ -7,14 +7,13 @@ Every part is optional: a missing folder or an unreadable file becomes a line in
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import settings
 from core.errors import SlicewiseError
-
-CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+from core.runs import best_metric as run_best_metric
+from core.runs import checkpoint_files, is_run, read_json_dict
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,7 @@ class RunEntry:
     family: str
     checkpoints: int
     best_metric: float | None = None
+    best_metric_name: str = ""
 
 
 @dataclass
@@ -97,12 +97,7 @@ def count_annotation_rows(csv_path: Path) -> int:
         return max(0, sum(1 for row in csv.reader(handle) if row) - 1)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+_read_json = read_json_dict
 
 
 def _run_status(run: Path) -> str:
@@ -119,16 +114,8 @@ def _run_status(run: Path) -> str:
     return "unknown"
 
 
-def find_checkpoints(folder: Path) -> list[Path]:
-    """Checkpoint files anywhere under `folder`, sorted."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
-
-
-def _is_run(folder: Path) -> bool:
-    markers = ("config.json", "metrics.jsonl", "progress.json", "checkpoints")
-    return any((folder / name).exists() for name in markers)
+find_checkpoints = checkpoint_files
+_is_run = is_run
 
 
 def list_runs(runs_root: Path) -> list[RunEntry]:
@@ -140,12 +127,11 @@ def list_runs(runs_root: Path) -> list[RunEntry]:
         if not _is_run(folder):
             continue
         config = _read_json(folder / "config.json")
-        result = _read_json(folder / "result.json")
-        best = result.get("best_metric")
+        best = run_best_metric(folder)
         runs.append(RunEntry(
             path=folder, name=folder.name, status=_run_status(folder),
             family=str(config.get("family", "")), checkpoints=len(find_checkpoints(folder)),
-            best_metric=float(best) if isinstance(best, int | float) else None,
+            best_metric=best[1] if best else None, best_metric_name=best[0] if best else "",
         ))
     return runs
 

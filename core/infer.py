@@ -1,4 +1,6 @@
-"""Inference from self-describing checkpoints: `load_predictor(...)` and `predict_to_dir(...)`.
+"""One prediction path for every family: `load_predictor(...).predict(volume) -> Prediction`.
+
+`predict_to_dir(...)` (the CLI) and the pages go through it; `core.predictions` stores every kind.
 
 A checkpoint written by the training engine holds, under its `slicewise` key, the
 family name, the model's constructor arguments, the settings and the normalisation
@@ -8,13 +10,15 @@ weights_only=True)`: only plain types and tensors, no pickled code.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from core.errors import CheckpointError, VolumeReadError
+from core.predictions import Prediction, save_prediction
+
+__all__ = ["Prediction", "load_predictor", "predict_to_dir", "read_checkpoint", "best_checkpoint_of_run"]
 
 _CACHE: dict[tuple, Any] = {}
 _CACHE_LOCK = threading.Lock()
@@ -44,20 +48,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def best_checkpoint_of_run(run_dir: Path) -> Path:
-    """A run folder's best checkpoint (its result.json), else its last.ckpt."""
-    result = run_dir / "result.json"
-    if result.is_file():
-        try:
-            best = json.loads(result.read_text()).get("best_checkpoint")
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{result}: unreadable run result ({exc})") from None
-        if best and Path(best).is_file():
-            return Path(best)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.exists():
-        return last
-    raise CheckpointError(f"{run_dir}: a folder with neither a best checkpoint in result.json nor "
-                          "checkpoints/last.ckpt")
+    """A run folder's best checkpoint (core.runs decides), or a CheckpointError."""
+    from core.runs import require_best_checkpoint
+
+    return require_best_checkpoint(Path(run_dir))
 
 
 def _as_paths(checkpoint: Path | str | Sequence[Path | str]) -> list[Path]:
@@ -95,7 +89,12 @@ def predictor_name(payloads: list[dict[str, Any]]) -> str:
 
 
 def load_predictor(checkpoint: Path | str | Sequence[Path | str], device: str | None = None) -> Any:
-    """A predictor for one checkpoint or several of one family (averaged); cached by (path, mtime)."""
+    """A predictor for one checkpoint, a run folder (its best checkpoint) or several checkpoints of one
+    family (an ensemble, where the family supports it); cached by (path, mtime).
+
+    The predictor has `.family`, `.name` and `.predict(volume) -> Prediction` (a patient folder's
+    path instead of a Volume for families whose spec says `input_kind="patient_folder"`).
+    """
     from core.device import choose_device
     from core.models import get_spec
 
@@ -145,22 +144,49 @@ def _input_volumes(source: Path) -> list[Path]:
     return found
 
 
-class _StoringPredictor:
-    """A box predictor that also saves each volume's boxes in core.predictions' store."""
+def _patient_folders(source: Path) -> list[Path]:
+    """A patient folder itself (it holds files), else the folders under it."""
+    if not source.is_dir():
+        raise VolumeReadError(source, "input not found (a patient folder or a folder of them)")
+    if any(p.is_file() for p in source.iterdir()) and not any(p.is_dir() for p in source.iterdir()):
+        return [source]
+    found = sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        raise VolumeReadError(source, "no patient folders found")
+    return found
 
-    def __init__(self, predictor: Any, checkpoints: list[Path], runs_root: Path) -> None:
-        self._predictor, self._checkpoints, self._runs_root = predictor, checkpoints, runs_root
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._predictor, name)
+def predict_inputs(spec: Any, source: Path) -> list[Path]:
+    """What `predict_to_dir` runs the family on under `source`: volumes, or patient folders."""
+    source = Path(source)
+    return _patient_folders(source) if spec.input_kind == "patient_folder" else _input_volumes(source)
 
-    def predict_volume(self, volume: Any, *args: Any, **kwargs: Any) -> Any:
-        from core.predictions import save_predictions
 
-        boxes = self._predictor.predict_volume(volume, *args, **kwargs)
-        save_predictions(volume, boxes, self._checkpoints, family=self._predictor.family,
-                         runs_root=self._runs_root)
-        return boxes
+def reference_volume(predictor: Any, item: Any) -> Any:
+    """The Volume a prediction of `item` belongs to (its geometry and id key the store)."""
+    from core.io import load_volume
+
+    if not isinstance(item, str | Path):
+        return item
+    loader = getattr(predictor, "load_input", None)
+    return loader(Path(item)) if loader is not None else load_volume(Path(item))
+
+
+def predict_and_store(predictor: Any, item: Any, checkpoint: Path | str | Sequence[Path | str],
+                      runs_root: Path | str | None = None) -> tuple[Any, Prediction, Path]:
+    """Predict one input (a Volume or a path), store the Prediction; (volume, prediction, sidecar path)."""
+    volume = reference_volume(predictor, item)
+    prediction = _predict_one(predictor, item, volume)
+    sidecar = save_prediction(volume, prediction, _as_paths(checkpoint), runs_root=runs_root)
+    return volume, prediction, sidecar
+
+
+def _predict_one(predictor: Any, item: Any, volume: Any) -> Prediction:
+    """A family that takes a Volume gets the loaded one; a patient-folder family gets the path."""
+    from core.models import get_spec
+
+    takes_path = get_spec(predictor.family).input_kind != "volume" and isinstance(item, str | Path)
+    return predictor.predict(item if takes_path else volume)
 
 
 def predict_to_dir(
@@ -170,20 +196,32 @@ def predict_to_dir(
     progress: Callable[[str], Any] = print,
     runs_root: Path | str | None = None,
 ) -> Path:
-    """Predict every volume under `input`; writes the family's output (a box CSV for the localizer).
+    """Predict every input under `input` and write what the family gives into `out`:
 
-    With `runs_root`, lung boxes are also saved per volume in `<runs_root>/predictions/`
-    (core.predictions), where the Viewer and the Predict & review page find them.
+    boxes -> `lung_bbox_predicted.csv` (lung_bbox.csv columns); label/probabilities ->
+    `probabilities.csv`; slice_probabilities -> `<name>_slice_probabilities.csv`; mask ->
+    `<name>_mask.nrrd` and heatmap -> `<name>_heatmap.nrrd` with the input's spacing.
+    With `runs_root`, each prediction is also stored in `<runs_root>/predictions/`
+    (core.predictions), where the Viewer and Predict & review find it. Returns the first CSV
+    written (the boxes, or the probabilities), else `out`.
     """
-    from core.io import load_volume
+    from core.models import get_spec
+    from core.prediction_files import PredictionWriter
 
     predictor = load_predictor(checkpoint)
-    from core.models import get_spec
-
     spec = get_spec(predictor.family)
-    if runs_root is not None and spec.task == "box_regression":
-        predictor = _StoringPredictor(predictor, _as_paths(checkpoint), Path(runs_root))
-    volumes = (load_volume(p) for p in _input_volumes(Path(input)))
-    path = spec.write_predictions(predictor, volumes, Path(out), progress)
-    progress(f"predictions written to {path}")
-    return Path(path)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = PredictionWriter(out, predictor.name)
+    for item in predict_inputs(spec, Path(input)):
+        if runs_root is not None:
+            volume, prediction, _ = predict_and_store(predictor, item, checkpoint, runs_root)
+        else:
+            volume = reference_volume(predictor, item)
+            prediction = _predict_one(predictor, item, volume)
+        written = writer.add(volume, prediction)
+        progress(f"{volume.volume_id}: {volume.shape[0]} slices predicted "
+                 f"({', '.join(prediction.fields) or 'nothing'}) -> {', '.join(p.name for p in written)}")
+    tables = writer.close()
+    progress(f"predictions written to {out}")
+    return tables[0] if tables else out

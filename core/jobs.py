@@ -336,21 +336,9 @@ def tail_log(job_id: str, n: int = 50, runs_root: Path | str | None = None) -> s
 
 def metrics(job_id: str, runs_root: Path | str | None = None) -> list[dict[str, Any]]:
     """The trainer's `metrics.jsonl`, one dict per epoch; a half-written last line is skipped."""
-    path = job_dir(job_id, runs_root) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    from core.runs import metrics as run_metrics
+
+    return run_metrics(job_dir(job_id, runs_root))
 
 
 def progress(job_id: str, runs_root: Path | str | None = None) -> Progress | None:
@@ -376,26 +364,15 @@ def best_checkpoint(job_id: str, runs_root: Path | str | None = None) -> Path | 
 
 
 def _best_checkpoint_in(run: Path) -> Path | None:
-    try:
-        result = json.loads((run / "result.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        result = {}
-    for key in ("best_checkpoint", "best_model_path", "checkpoint", "best"):
-        value = result.get(key) if isinstance(result, dict) else None
-        if isinstance(value, str) and value:
-            candidate = Path(value) if Path(value).is_absolute() else run / value
-            if candidate.is_file():
-                return candidate
-    ckpts = [p for p in _checkpoint_files(run / "checkpoints")]
-    best = [p for p in ckpts if p.stem != "last"]
-    pool = best or ckpts
-    return max(pool, key=lambda p: p.stat().st_mtime) if pool else None
+    from core.runs import best_checkpoint as run_best
+
+    return run_best(run)
 
 
 def _checkpoint_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.rglob("*") if p.suffix in (".ckpt", ".pt", ".pth") and p.is_file())
+    from core.runs import checkpoint_files
+
+    return checkpoint_files(folder)
 
 
 def list_checkpoints(runs_root: Path | str | None = None) -> list[Path]:
@@ -549,7 +526,9 @@ def default_preset(spec: Any, devices: list[str]) -> str:
     names = spec.preset_names()
     if "cuda" in devices:
         return names[0]
-    return next((n for n in names if "cpu" in n.lower()), names[0])
+    from core.models import QUICK_PRESET
+
+    return QUICK_PRESET if QUICK_PRESET in names else names[0]
 
 
 def _float_step(value: float) -> float:
@@ -582,52 +561,24 @@ class DatasetChoice:
     label: str
 
 
-# Which folders a family can train on: (description, test on a folder's entries).
-def _is_prepared_lung(folder: Path, names: set[str]) -> bool:
-    return "stats.json" in names and "boxes.csv" in names
-
-
-def _is_class_folders(folder: Path, names: set[str]) -> bool:
-    """train/ and val/ with one sub-folder per class (NORMAL/, PNEUMONIA/)."""
-    return {"train", "val"} <= names and (folder / "train").is_dir() and any(
-        entry.is_dir() for entry in os.scandir(folder / "train"))
-
-
-def _is_nifti_classes(folder: Path, names: set[str]) -> bool:
-    classes = [folder / n for n in names if (folder / n).is_dir() and not n.startswith(".")]
-    with_nifti = [c for c in classes if any(p.name.endswith((".nii", ".nii.gz")) for p in c.iterdir())]
-    return len(with_nifti) >= 2
-
-
-def _is_brats(folder: Path, names: set[str]) -> bool:
-    return "name_mapping.csv" in names
-
-
-def _is_nrrd_set(folder: Path, names: set[str]) -> bool:
-    return "truth" not in folder.parts and sum(n.endswith((".nrrd", ".nhdr")) for n in names) >= 2
-
-
-DATASET_RULES = {
-    "lung_localizer": _is_prepared_lung,
-    "xray_classifier": _is_class_folders,
-    "ct_classifier": _is_nifti_classes,
-    "brain_mri": _is_brats,
-    "vnet": _is_nrrd_set,
-}
-
-
 def candidate_datasets(family: str, root: Path | str, max_depth: int = 3,
                        max_folders: int = 2000) -> list[DatasetChoice]:
     """Folders under the data root that look like training data for `family`, best guess first.
 
-    The lung localizer also trains from the data root itself (the trainer prepares the
-    annotated slices first), so the root is always offered last for it. Families without
-    a rule get the root and its sub-folders.
+    The rule is the family's `ModelSpec.dataset_rule`; families without one get the root and
+    its sub-folders. A box family also trains from the data root itself (the trainer prepares
+    the annotated slices first), so the root is offered last for it.
     """
+    from core.models import get_spec
+
     root = Path(root).expanduser()
     if not root.is_dir():
         return []
-    rule = DATASET_RULES.get(family)
+    try:
+        spec = get_spec(family)
+    except KeyError:
+        spec = None
+    rule = spec.dataset_rule if spec is not None else None
     found: list[DatasetChoice] = []
     seen = 0
     for folder, depth in _walk_folders(root, max_depth):
@@ -640,8 +591,8 @@ def candidate_datasets(family: str, root: Path | str, max_depth: int = 3,
             continue
         if rule is None and depth <= 1 or rule is not None and _safe_rule(rule, folder, names):
             found.append(DatasetChoice(folder, _relative_label(folder, root)))
-    if family == "lung_localizer" and not any(c.path == root for c in found):
-        found.append(DatasetChoice(root, "data root: prepare the annotated slices first"))
+    if spec is not None and spec.review == "boxes" and not any(c.path == root for c in found):
+        found.append(DatasetChoice(root, "data root (its annotated slices)"))
     return found
 
 

@@ -1,9 +1,12 @@
-"""A persistent store of predicted lung boxes, one set per (checkpoint, volume).
+"""`Prediction`, what every family's predictor returns, and its store: one set per (checkpoint, volume).
 
 Layout under the runs folder (SPEC section 6 keeps everything a model produced there):
 
-    <runs root>/predictions/<safe volume id>/<safe model label>.csv   boxes, lung_bbox.csv schema
-    <runs root>/predictions/<safe volume id>/<safe model label>.json  sidecar: checkpoint(s), mtime, created
+    <runs root>/predictions/<safe volume id>/<safe model label>.json  sidecar: checkpoint(s), mtime, created,
+                                                                       fields, label, probabilities, geometry
+    <runs root>/predictions/<safe volume id>/<safe model label>.csv   boxes, lung_bbox.csv schema (boxes only)
+    <runs root>/predictions/<safe volume id>/<safe model label>.npz   mask / heatmap / slice_probabilities,
+                                                                       compressed (when the family has them)
 
 The CSV's Annotator column is the model label, `<family>:<checkpoint name>`, so a set can be
 loaded, corrected and saved like a person's annotations. Both files are written atomically
@@ -19,7 +22,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,13 +30,13 @@ import numpy as np
 
 from core import settings
 from core.annotations import COLUMNS, atomic_write_text
+from core.boxes import Box
 from core.errors import SlicewiseError
-from core.render import OverlayLayer
 from core.volume import Volume
 
-Box = tuple[float, float, float, float]
 STORE_DIR = "predictions"
 OVERLAY_PREFIX = "Predicted boxes — "
+ARRAY_FIELDS = ("mask", "heatmap", "slice_probabilities")
 # Distinct from the truth (yellow), annotated (cyan), lung-mask (green) and lesion (magenta) overlays.
 PREDICTED_BOX_COLOURS: tuple[tuple[int, int, int], ...] = ((255, 64, 64), (255, 150, 0), (170, 110, 255))
 PREDICTED_BOX_COLOUR_NAMES = ("red", "orange", "violet")
@@ -41,6 +44,74 @@ PREDICTED_BOX_COLOUR_NAMES = ("red", "orange", "violet")
 
 class PredictionStoreError(SlicewiseError):
     """A saved prediction set (CSV or sidecar) is missing or malformed; the message names the file."""
+
+
+@dataclass
+class Prediction:
+    """What a predictor returns for one volume (SPEC 9): the fields that fit the family, None elsewhere.
+
+    boxes: float32 (z, 4) fractions (xmin, ymin, xmax, ymax), NaN rows where no box.
+    label / probabilities: the predicted class name and {class name: p}.
+    slice_probabilities: float32 (z, classes) for slice-wise classifiers; `classes` names the columns.
+    heatmap: float32 (z, y, x) in [0, 1] with the volume's shape (CAM, Grad-CAM).
+    mask: uint8 (z, y, x) with the volume's shape (segmentation labels, 0 = background).
+    extras: small plain values a family wants to keep with the prediction (e.g. the heatmap method).
+    """
+
+    family: str
+    model: str = ""
+    boxes: np.ndarray | None = None
+    label: str | None = None
+    probabilities: dict[str, float] | None = None
+    slice_probabilities: np.ndarray | None = None
+    classes: tuple[str, ...] | None = None
+    heatmap: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    extras: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.boxes is not None:
+            self.boxes = np.asarray(self.boxes, dtype=np.float32)
+            if self.boxes.ndim != 2 or self.boxes.shape[1] != 4:
+                raise ValueError(f"{self.family}: predicted boxes must have shape (z, 4), "
+                                 f"got {self.boxes.shape}")
+        if self.heatmap is not None:
+            self.heatmap = np.asarray(self.heatmap, dtype=np.float32)
+            if self.heatmap.ndim != 3:
+                raise ValueError(f"{self.family}: heatmap must be (z, y, x), got shape {self.heatmap.shape}")
+        if self.mask is not None:
+            self.mask = np.asarray(self.mask, dtype=np.uint8)
+            if self.mask.ndim != 3:
+                raise ValueError(f"{self.family}: mask must be (z, y, x), got shape {self.mask.shape}")
+        if self.slice_probabilities is not None:
+            self.slice_probabilities = np.asarray(self.slice_probabilities, dtype=np.float32)
+            if self.slice_probabilities.ndim != 2:
+                raise ValueError(f"{self.family}: slice_probabilities must be (z, classes), "
+                                 f"got shape {self.slice_probabilities.shape}")
+        if self.probabilities is not None:
+            self.probabilities = {str(k): float(v) for k, v in self.probabilities.items()}
+        if self.classes is not None:
+            self.classes = tuple(str(c) for c in self.classes)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The output fields that are filled, in OUTPUT order."""
+        names = ("boxes", "label", "probabilities", "slice_probabilities", "heatmap", "mask")
+        return tuple(n for n in names if getattr(self, n) is not None)
+
+    def check_shape(self, shape: tuple[int, int, int], source: str = "") -> None:
+        """Raise PredictionStoreError unless the per-voxel and per-slice fields fit a volume of `shape`."""
+        where = f"{source}: " if source else ""
+        for name in ("heatmap", "mask"):
+            array = getattr(self, name)
+            if array is not None and tuple(array.shape) != tuple(shape):
+                raise PredictionStoreError(f"{where}{name} has shape {array.shape}, "
+                                           f"the volume {tuple(shape)}")
+        for name in ("boxes", "slice_probabilities"):
+            array = getattr(self, name)
+            if array is not None and array.shape[0] != shape[0]:
+                raise PredictionStoreError(f"{where}{name} has {array.shape[0]} rows, the volume "
+                                           f"{shape[0]} slices")
 
 
 @dataclass(frozen=True)
@@ -55,6 +126,12 @@ class PredictionSet:
     checkpoints: tuple[Path, ...] = ()
     stale: bool = False
     stale_reason: str = ""  # "" when fresh
+    fields: tuple[str, ...] = ("boxes",)
+    sidecar: Path | None = None
+
+    @property
+    def has_boxes(self) -> bool:
+        return "boxes" in self.fields
 
     @property
     def overlay_name(self) -> str:
@@ -111,51 +188,80 @@ def _mtime_ns(path: Path) -> int | None:
         return None
 
 
-def _family_of(paths: tuple[Path, ...]) -> str:
-    from core.infer import read_checkpoint  # imports torch: only when the caller did not say
-
-    return str(read_checkpoint(paths[0])["family"])
-
-
 # ---------------------------------------------------------------- save
 
 
-def save_predictions(volume: Volume, boxes: np.ndarray, checkpoint: Path | str | Sequence[Path | str], *,
-                     family: str | None = None, runs_root: Path | str | None = None) -> Path:
-    """Store a predictor's (z, 4) fraction boxes for `volume`; returns the CSV's path.
+def save_prediction(volume: Volume, prediction: Prediction, checkpoint: Path | str | Sequence[Path | str], *,
+                    runs_root: Path | str | None = None) -> Path:
+    """Store any family's Prediction for `volume`; returns the sidecar's path.
 
-    Replaces an earlier set of the same checkpoint for the volume. `family` is read from the
-    checkpoint when not given (that loads torch).
+    Replaces an earlier set of the same checkpoint(s) for the volume. Arrays are checked
+    against the volume's shape first: a set is either stored whole or not at all (the
+    sidecar, written last, is what makes a set visible).
     """
-    from core.review import boxes_csv, predicted_boxes
-
     paths = _as_paths(checkpoint)
-    try:
-        by_slice = predicted_boxes(boxes)
-    except ValueError as exc:
-        raise PredictionStoreError(f"{paths[0]}: {exc}") from None
-    family = family or _family_of(paths)
-    label = model_label(family, paths, runs_root)
+    prediction.check_shape(volume.shape, str(paths[0]))
+    label = model_label(prediction.family, paths, runs_root)
     folder = volume_dir(volume.volume_id, runs_root)
     folder.mkdir(parents=True, exist_ok=True)
-    csv_path = folder / f"{safe_name(label)}.csv"
-    atomic_write_text(csv_path, boxes_csv(by_slice, volume, label))
-    sidecar = _sidecar(volume, label, family, paths)
-    atomic_write_text(csv_path.with_suffix(".json"), json.dumps(sidecar, indent=1))
-    return csv_path
+    base = folder / safe_name(label)
+    if prediction.boxes is not None:
+        from core.box_review import boxes_csv, predicted_boxes
+
+        try:
+            by_slice = predicted_boxes(prediction.boxes)
+        except ValueError as exc:
+            raise PredictionStoreError(f"{paths[0]}: {exc}") from None
+        atomic_write_text(base.with_suffix(".csv"), boxes_csv(by_slice, volume, label))
+    arrays = {n: getattr(prediction, n) for n in ARRAY_FIELDS if getattr(prediction, n) is not None}
+    if arrays:
+        _atomic_savez(base.with_suffix(".npz"), arrays)
+    sidecar = _sidecar(volume, label, prediction, paths)
+    atomic_write_text(base.with_suffix(".json"), json.dumps(sidecar, indent=1))
+    return base.with_suffix(".json")
 
 
-def _sidecar(volume: Volume, label: str, family: str, paths: tuple[Path, ...]) -> dict:
+def save_predictions(volume: Volume, boxes: np.ndarray, checkpoint: Path | str | Sequence[Path | str], *,
+                     family: str, runs_root: Path | str | None = None) -> Path:
+    """Store a box predictor's (z, 4) fraction boxes for `volume`; returns the CSV's path."""
+    paths = _as_paths(checkpoint)
+    try:
+        prediction = Prediction(family=family, boxes=boxes)
+    except ValueError as exc:
+        raise PredictionStoreError(f"{paths[0]}: {str(exc).split(': ', 1)[-1]}") from None
+    sidecar = save_prediction(volume, prediction, paths, runs_root=runs_root)
+    return sidecar.with_suffix(".csv")
+
+
+def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    import io as _io
+
+    from core.annotations import atomic_write_bytes
+
+    buffer = _io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _sidecar(volume: Volume, label: str, prediction: Prediction, paths: tuple[Path, ...]) -> dict:
     members = [{"path": str(p.resolve()), "mtime_ns": _mtime_ns(p)} for p in paths]
     first = members[0]
     return {
         "label": label,
-        "family": family,
+        "family": prediction.family,
+        "model": prediction.model,
+        "fields": list(prediction.fields),
+        "predicted_label": prediction.label,
+        "probabilities": prediction.probabilities,
+        "classes": list(prediction.classes) if prediction.classes else None,
+        "extras": prediction.extras,
         "checkpoint": first["path"],
         "checkpoint_mtime": first["mtime_ns"] / 1e9 if first["mtime_ns"] is not None else None,
         "checkpoints": members,
         "volume_id": volume.volume_id,
         "slices": int(volume.shape[0]),
+        "geometry": {"shape": list(volume.shape), "spacing": list(volume.spacing),
+                     "origin": list(volume.origin), "direction": np.asarray(volume.direction).tolist()},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -163,14 +269,15 @@ def _sidecar(volume: Volume, label: str, family: str, paths: tuple[Path, ...]) -
 # ---------------------------------------------------------------- list
 
 
-def read_sidecar(csv_path: Path | str) -> PredictionSet:
-    """The set described by the JSON next to `csv_path`, with its stale flag checked now."""
-    csv_path = Path(csv_path)
-    side = csv_path.with_suffix(".json")
+def read_sidecar(path: Path | str) -> PredictionSet:
+    """The set described by the sidecar JSON (or the JSON next to a set's CSV), stale flag checked now."""
+    side = Path(path).with_suffix(".json")
+    csv_path = side.with_suffix(".csv")
     try:
         meta = json.loads(side.read_text(encoding="utf-8"))
         members = [(Path(m["path"]), m.get("mtime_ns")) for m in meta["checkpoints"]]
         label, created = str(meta["label"]), str(meta["created"])
+        kinds = tuple(str(f) for f in meta.get("fields") or ("boxes",))
     except OSError as exc:
         raise PredictionStoreError(f"{side}: cannot read the prediction sidecar ({exc.strerror})") from None
     except (ValueError, KeyError, TypeError) as exc:
@@ -180,7 +287,7 @@ def read_sidecar(csv_path: Path | str) -> PredictionSet:
         raise PredictionStoreError(f"{side}: not a prediction sidecar (no checkpoint recorded)")
     reason = stale_reason(members)
     return PredictionSet(label, csv_path, members[0][0], created, str(meta.get("family", "")),
-                         tuple(p for p, _ in members), bool(reason), reason)
+                         tuple(p for p, _ in members), bool(reason), reason, kinds, side)
 
 
 def stale_reason(members: Sequence[tuple[Path, int | None]]) -> str:
@@ -205,9 +312,10 @@ def list_prediction_sets(volume_id: str, runs_root: Path | str | None = None,
     if not folder.is_dir():
         return []
     found = []
-    for csv_path in sorted(folder.glob("*.csv")):
+    stems = {p.stem for p in folder.iterdir() if p.suffix in (".json", ".csv", ".npz")}
+    for stem in sorted(stems):  # a CSV or arrays without their sidecar are reported, not hidden
         try:
-            found.append(read_sidecar(csv_path))
+            found.append(read_sidecar(folder / f"{stem}.json"))
         except PredictionStoreError as exc:
             if on_error is None:
                 raise
@@ -226,6 +334,37 @@ def find_prediction_set(volume_id: str, checkpoint: Path | str | Sequence[Path |
 
 
 # ---------------------------------------------------------------- load
+
+
+def load_prediction(found: PredictionSet) -> Prediction:
+    """The stored Prediction of a set (boxes from its CSV as a (z, 4) array with NaN rows)."""
+    side = found.sidecar or found.path.with_suffix(".json")
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PredictionStoreError(f"{side}: cannot read the prediction sidecar ({exc})") from None
+    values: dict = {}
+    if "boxes" in found.fields:
+        boxes = np.full((int(meta.get("slices", 0)), 4), np.nan, dtype=np.float32)
+        for z, box in load_prediction_set(found.path).items():
+            if z < len(boxes):
+                boxes[z] = box
+        values["boxes"] = boxes
+    if any(n in found.fields for n in ARRAY_FIELDS):
+        values.update(load_arrays(side.with_suffix(".npz")))
+    classes = meta.get("classes")
+    return Prediction(family=str(meta.get("family", found.family)), model=str(meta.get("model", "")),
+                      label=meta.get("predicted_label"), probabilities=meta.get("probabilities"),
+                      classes=tuple(classes) if classes else None, extras=meta.get("extras") or {}, **values)
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The mask / heatmap / slice_probabilities arrays of a set (no pickles)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files if name in ARRAY_FIELDS}
+    except (OSError, ValueError, KeyError) as exc:
+        raise PredictionStoreError(f"{path}: cannot read the predicted arrays ({exc})") from None
 
 
 def load_prediction_set(path: Path | str) -> dict[int, Box]:
@@ -274,13 +413,6 @@ def _parse_row(path: Path, line: int, row: list[str]) -> tuple[int, Box]:
 def prediction_colour(position: int) -> tuple[int, int, int]:
     """The overlay colour of the `position`-th set in `list_prediction_sets` order."""
     return PREDICTED_BOX_COLOURS[position % len(PREDICTED_BOX_COLOURS)]
-
-
-def prediction_layer(found: PredictionSet, boxes: dict[int, Box], position: int,
-                     opacity: float = 1.0) -> OverlayLayer:
-    """The Viewer's (hidden until toggled) box overlay for one saved set."""
-    return OverlayLayer("boxes", boxes, colour=prediction_colour(position), opacity=opacity, visible=False,
-                        label=found.overlay_name)
 
 
 def describe(found: PredictionSet) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from core.boxes import Box, box_iou  # noqa: F401  (box_iou re-exported for callers)
 from core.errors import VolumeError
 from core.volume import Volume
 
@@ -27,7 +28,6 @@ AIRWAY_HU = -950.0  # trachea, main bronchi and bowel gas are pure air; lung par
 AIRWAY_PURE_SHARE = 0.4  # a region with at least this share of pure-air pixels...
 AIRWAY_MAX_FRACTION = 0.005  # ... that is small on its slice is airway (or gas), not lung
 
-Box = tuple[float, float, float, float]
 _PLANE = np.zeros((3, 3, 3), dtype=bool)
 _PLANE[1] = True  # connectivity within each slice only (8-connected in-plane)
 _PLANE4 = ndimage.generate_binary_structure(3, 1) & _PLANE  # 4-connected in-plane
@@ -142,16 +142,3 @@ def propose_volume(volume: Volume | np.ndarray) -> dict[int, Box]:
         box = propose_lung_box(hu[0])
         return {0: box} if box else {}
     return _boxes_from_mask(lung_mask_3d(hu))
-
-
-def box_iou(a: Box | None, b: Box | None) -> float:
-    """Intersection over union of two (xmin, ymin, xmax, ymax) boxes; 1.0 when both are None."""
-    if a is None and b is None:
-        return 1.0
-    if a is None or b is None:
-        return 0.0
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0

@@ -69,7 +69,9 @@ def _contents(catalog: Catalog) -> None:
         st.dataframe(table, hide_index=True, width="stretch", height=min(400, 36 + 35 * len(table)))
         st.caption("Open them in the Viewer (sidebar).")
     if catalog.runs:
-        rows = [(r.name, r.family, r.status, r.checkpoints, r.best_metric) for r in catalog.runs]
+        rows = [(r.name, r.family, r.status, r.checkpoints,
+                 f"{r.best_metric_name} {r.best_metric:.4g}" if r.best_metric is not None else "")
+                for r in catalog.runs]
         runs = pd.DataFrame(rows, columns=["Run", "Family", "Status", "Checkpoints", "Best metric"])
         st.dataframe(runs, hide_index=True, width="stretch")
     st.caption(f"Annotations: `{catalog.annotation_file}` · runs: `{settings.runs_root()}`")

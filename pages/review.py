@@ -210,7 +210,7 @@ def _prepare_section(root: str) -> None:
 
 
 def _run_prepare(root: str, out: str, size: int, val: float, seed: int) -> None:
-    from core.prepare import prepare_lung_dataset
+    from core.models.lung_localizer.prepare import prepare_lung_dataset
 
     bar = st.progress(0.0, text="Preparing…")
     state = {"done": 0.0}

@@ -85,7 +85,7 @@ def test_saved_settings_are_validated():
 def test_full_resnet50_localizer_has_the_reference_layers():
     import torch
 
-    from core.models.lung_localizer import build_model, model_args
+    from core.models.lung_localizer.net import build_model, model_args
 
     model = build_model(**model_args(get_spec("lung_localizer").defaults))
     net = model.net
@@ -111,7 +111,7 @@ def test_full_resnet50_localizer_has_the_reference_layers():
 def test_efficientnet_variant_and_ensemble_shapes():
     import torch
 
-    from core.models.lung_localizer import LungBoxEnsemble, build_model
+    from core.models.lung_localizer.net import LungBoxEnsemble, build_model
 
     eff = build_model("efficientnet_b0", image_size=64)
     stem = eff.net.features[0][0]
@@ -132,7 +132,7 @@ def test_efficientnet_variant_and_ensemble_shapes():
 def test_outputs_are_clamped_to_the_image_size():
     import torch
 
-    from core.models.lung_localizer import build_model, init_head_bias
+    from core.models.lung_localizer.net import build_model, init_head_bias
 
     model = build_model("resnet18", image_size=32).eval()
     init_head_bias(model, [-50.0, -50.0, 500.0, 500.0])
@@ -146,7 +146,7 @@ def test_imagenet_weights_load_from_a_local_file_with_the_stem_averaged(tmp_path
     import torch
     from torchvision import models
 
-    from core.models.lung_localizer import build_model, load_imagenet_weights
+    from core.models.lung_localizer.net import build_model, load_imagenet_weights
 
     rgb = models.resnet18(weights=None)
     path = tmp_path / "resnet18-imagenet.pth"
@@ -159,7 +159,7 @@ def test_imagenet_weights_load_from_a_local_file_with_the_stem_averaged(tmp_path
 
 
 def test_without_local_weights_training_starts_from_scratch_and_says_so(tmp_path):
-    from core.models.lung_localizer import build_model, load_imagenet_weights
+    from core.models.lung_localizer.net import build_model, load_imagenet_weights
 
     model = build_model("resnet18", image_size=64)
     notice = load_imagenet_weights(model, str(tmp_path / "missing.pth"))
@@ -173,14 +173,14 @@ def test_presets_start_from_the_defaults_and_name_only_known_settings():
     spec = get_spec("lung_localizer")
     assert spec.preset_names()[0] == REFERENCE_PRESET
     assert spec.preset_settings(REFERENCE_PRESET) == spec.defaults
-    quick = spec.preset_settings("quick CPU demo")
+    quick = spec.preset_settings("quick")
     assert quick["backbone"] == "resnet18" and quick["lr_patience"] == spec.defaults["lr_patience"]
-    assert jobs.default_preset(spec, ["cpu"]) == "quick CPU demo"
+    assert jobs.default_preset(spec, ["cpu"]) == "quick"
     assert jobs.default_preset(spec, ["cuda", "cpu"]) == REFERENCE_PRESET
-    fields = {f.key: f.default for f in jobs.setting_fields(spec, preset="quick CPU demo")}
+    fields = {f.key: f.default for f in jobs.setting_fields(spec, preset="quick")}
     assert fields["image_size"] == 128 and "device" not in fields
     with pytest.raises(KeyError, match="unknown preset"):
         spec.preset_settings("fast")
     with pytest.raises(KeyError, match="unknown settings"):
-        ModelSpec(name="x", task="t", title="x", build=None, model_args=None, defaults={"a": 1},
+        ModelSpec(name="x", task="t", title="x", defaults={"a": 1},
                   presets={"p": {"b": 2}})

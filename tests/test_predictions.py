@@ -86,7 +86,10 @@ def test_saving_again_replaces_the_set_and_other_checkpoints_add_sets(volume, ru
     sets = pr.list_prediction_sets(volume.volume_id, runs)
     assert [s.label for s in sets] == ["lung_localizer:run-a/best.ckpt", "lung_localizer:run-b/best.ckpt"]
     assert pr.load_prediction_set(path)[0][0] == pytest.approx(0.15)
-    layers = [pr.prediction_layer(s, pr.load_prediction_set(s.path), i) for i, s in enumerate(sets)]
+    from core.overlay import prediction_layers
+
+    layers = [layer for i, s in enumerate(sets)
+              for layer in prediction_layers(s, pr.load_prediction(s), i).values()]
     assert len({layer.colour for layer in layers}) == 2 and not any(layer.visible for layer in layers)
     assert pr.find_prediction_set(volume.volume_id, _checkpoint(runs, "run-c"), runs) is None
     assert pr.list_prediction_sets("another-volume", runs) == []

@@ -15,8 +15,8 @@ from core.annotations import BoxStore
 from core.errors import TrainingDataError
 from core.io import load_volume
 from core.io.writers import write_dicom_series
+from core.models.lung_localizer.prepare import prepare_lung_dataset, split_volumes
 from core.phantoms import chest_ct_phantom
-from core.prepare import prepare_lung_dataset, split_volumes
 from core.windowing import apply_window
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def test_slices_are_the_lung_window_divided_by_its_max(annotated, data_root, tmp
 
 
 def test_matches_the_lung_localizer_input_pipeline(annotated, data_root, tmp_path):
-    lung = pytest.importorskip("core.models.lung_localizer")
+    lung = pytest.importorskip("core.models.lung_localizer.net")
     store, volumes = annotated
     out = prepare_lung_dataset(store.path, data_root, tmp_path / "p", size=48, progress=lambda m: None)
     row = pd.read_csv(out / "boxes.csv").iloc[0]
@@ -196,7 +196,7 @@ def test_two_series_of_one_patient_land_on_the_same_side(data_root, tmp_path):
 
 
 def test_placeholder_patient_ids_split_by_series():
-    from core.prepare import split_groups, usable_patient_id
+    from core.models.lung_localizer.prepare import split_groups, usable_patient_id
 
     assert usable_patient_id("ANON") is None and usable_patient_id(" ") is None
     assert usable_patient_id(None) is None and usable_patient_id("DEMO-003") == "DEMO-003"

@@ -4,18 +4,21 @@ A ModelSpec says everything the rest of the workbench needs about a family witho
 importing torch: its task, its settings (`defaults`, a flat dict of JSON-able values whose
 types are the settings' types; the Train page builds its form from it), and lazy
 references to the code that builds the network, prepares input, trains and predicts.
-Adding a family means one module under `core/models/` (and its training pieces under
-`core/train/`) plus one `register(...)` call here; no page changes.
+Adding a family means one folder `core/models/<family>/` whose `spec.py` calls `register(...)`;
+the registry imports every such spec.py on first use. No page, job or inference code changes.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 REFERENCE_PRESET = "reference"
+QUICK_PRESET = "quick"
 
 FAMILY_NAMES = ("lung_localizer", "xray_classifier", "ct_classifier", "vnet", "brain_mri")
 
@@ -62,36 +65,52 @@ class LazyRef:
         return f"LazyRef({self.target!r})"
 
 
+OUTPUT_FIELDS = ("boxes", "label", "probabilities", "slice_probabilities", "heatmap", "mask")
+# How Predict & review shows a family's predictions: pages/_ui/review_<kind>.py draws each kind.
+REVIEW_KINDS = ("boxes", "image_classes", "volume_classes", "mask")
+# What `predict` takes: a Volume, or (brain_mri) a patient folder of co-registered sequences.
+INPUT_KINDS = ("volume", "patient_folder")
+
+DatasetRule = Callable[[Path, set], bool]
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model family.
+    """One model family, declared in `core/models/<family>/spec.py` (which imports no torch).
 
-    build(**model_args) -> torch.nn.Module; model_args(settings) -> the constructor
-    arguments (plain types; stored in every checkpoint); prepare_input(volume, meta) ->
-    the network's input tensor for a Volume; make_training(settings, data_dir, run_dir) ->
-    (LightningModule, LightningDataModule); make_predictor(checkpoint_payload, device) ->
-    an object with `.family` and `.predict_volume(volume)`; write_predictions(predictor,
-    volumes, out, progress) -> the output file (family-specific format).
+    make_training(settings, data_dir, run_dir) -> (LightningModule, LightningDataModule); the
+    module has `.model` (the network), `.model_args` and `.settings` (plain types) and may have
+    `.describe() -> dict` (plain types: normalisation stats, class names, crop sizes, ...): the
+    engine writes all of it into every checkpoint, so a family never writes its own description.
+    make_predictor(payloads, device, name) -> an object with `.family`, `.name` and
+    `.predict(volume) -> core.infer.Prediction` (payloads: the checkpoints' descriptions with
+    their `state_dict`). `outputs` names the Prediction fields the family fills, `review` how
+    Predict & review shows them, `dataset_rule(folder, entry_names)` which folders under the data
+    root the Train page offers, `modalities` which volumes suit it (empty: any), `demo_data`
+    (optional) writes the family's part of the demo data set: (demo_root, seed, small, progress) ->
+    manifest entries.
     """
 
     name: str
     task: str
     title: str
-    build: Callable[..., Any]
     defaults: dict[str, Any]
-    model_args: Callable[[dict[str, Any]], dict[str, Any]]
-    prepare_input: Callable[..., Any] | None = None
     make_training: Callable[..., Any] | None = None
     make_predictor: Callable[..., Any] | None = None
-    write_predictions: Callable[..., Any] | None = None
-    cam_layer: str | None = None
+    outputs: tuple[str, ...] = ()
+    review: str = "boxes"
+    input_kind: str = "volume"
+    modalities: tuple[str, ...] = ()
+    dataset_rule: DatasetRule | None = None
+    dataset_hint: str = ""
+    demo_data: Callable[..., Any] | None = None
     monitor: str = "val_loss"
     monitor_mode: str = "min"
     choices: dict[str, tuple] = field(default_factory=dict)
     help: dict[str, str] = field(default_factory=dict)
     description: str = ""
     # name -> settings that differ from `defaults` (e.g. a quick CPU run); the reference
-    # settings themselves are the implicit first preset, REFERENCE_PRESET.
+    # settings themselves are the implicit first preset, REFERENCE_PRESET. Every family has QUICK_PRESET.
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,11 +126,13 @@ class ModelSpec:
                 raise KeyError(f"{self.name}: choices for unknown setting {key!r}")
             if self.defaults[key] not in allowed:
                 raise ValueError(f"{self.name}: default {key}={self.defaults[key]!r} not in {allowed}")
-
-    @property
-    def early_stopping(self) -> bool:
-        """Whether the family stops early (it has a positive `early_stop_patience` default)."""
-        return int(self.defaults.get("early_stop_patience", 0)) > 0
+        unknown_outputs = sorted(set(self.outputs) - set(OUTPUT_FIELDS))
+        if unknown_outputs:
+            raise ValueError(f"{self.name}: unknown outputs {unknown_outputs}; known: {OUTPUT_FIELDS}")
+        if self.review not in REVIEW_KINDS:
+            raise ValueError(f"{self.name}: review kind {self.review!r} not in {REVIEW_KINDS}")
+        if self.input_kind not in INPUT_KINDS:
+            raise ValueError(f"{self.name}: input kind {self.input_kind!r} not in {INPUT_KINDS}")
 
     def preset_names(self) -> list[str]:
         return [REFERENCE_PRESET, *self.presets]
@@ -125,8 +146,13 @@ class ModelSpec:
     def setting_types(self) -> dict[str, type]:
         return {key: type(value) for key, value in self.defaults.items()}
 
+    def suits(self, modality: str) -> bool:
+        """Whether a volume of this modality suits the family (empty `modalities`: any)."""
+        return not self.modalities or modality in self.modalities
+
 
 _REGISTRY: dict[str, ModelSpec] = {}
+_DISCOVERED = False
 
 
 def register(spec: ModelSpec) -> ModelSpec:
@@ -137,8 +163,29 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
+def discover() -> None:
+    """Import `core.models.<family>.spec` for every family folder (each registers itself), once."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: _family_order(i.name)):
+        if info.ispkg and (Path(__path__[0]) / info.name / "spec.py").is_file():
+            importlib.import_module(f"{__name__}.{info.name}.spec")
+
+
+def _family_order(name: str) -> tuple[int, str]:
+    return (FAMILY_NAMES.index(name) if name in FAMILY_NAMES else len(FAMILY_NAMES), name)
+
+
+def family_defaults(own: dict[str, Any]) -> dict[str, Any]:
+    """COMMON_DEFAULTS with a family's own settings on top."""
+    return {**COMMON_DEFAULTS, **own}
+
+
 def get_spec(name: str) -> ModelSpec:
     """The spec of a family; a KeyError naming the registered families otherwise."""
+    discover()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -148,85 +195,7 @@ def get_spec(name: str) -> ModelSpec:
 
 def list_specs() -> list[ModelSpec]:
     """Registered families in registration order."""
+    discover()
     return list(_REGISTRY.values())
 
 
-def _family_defaults(own: dict[str, Any]) -> dict[str, Any]:
-    return {**COMMON_DEFAULTS, **own}
-
-
-LUNG_LOCALIZER_DEFAULTS: dict[str, Any] = _family_defaults(
-    {
-        "backbone": "resnet50",
-        "image_size": 512,
-        "batch_size": 8,
-        "max_epochs": 100,
-        "lr": 1e-4,
-        "lr_factor": 0.1,
-        "lr_patience": 10,
-        "save_top_k": 5,
-        "early_stop_patience": 0,
-        "dropout": 0.2,
-        "augment": True,
-        "aug_gamma": 0.3,
-        "aug_rotate_deg": 10.0,
-        "aug_scale": 0.1,
-        "aug_translate": 0.08,
-        "pretrained": True,
-        "weights_path": "",
-        "init_head_to_mean_box": True,
-        "annotations_csv": "",
-        "prepare_size": 512,
-        "val_fraction": 0.2,
-    }
-)
-
-register(
-    ModelSpec(
-        name="lung_localizer",
-        task="box_regression",
-        title="Lung localizer (CT slice -> lung box)",
-        description=(
-            "ResNet-50 (or EfficientNet-B0, or both as an ensemble) with a 1-channel stem regressing "
-            "one box (Xmin, Ymin, Xmax, Ymax) covering both lungs on an axial CT slice."
-        ),
-        build=LazyRef("core.models.lung_localizer:build_model"),
-        model_args=LazyRef("core.models.lung_localizer:model_args"),
-        defaults=LUNG_LOCALIZER_DEFAULTS,
-        prepare_input=LazyRef("core.models.lung_localizer:prepare_input"),
-        make_training=LazyRef("core.train.lung:make_training"),
-        make_predictor=LazyRef("core.models.lung_localizer:make_predictor"),
-        write_predictions=LazyRef("core.models.lung_localizer:write_predictions"),
-        cam_layer=None,
-        monitor="val_loss",
-        monitor_mode="min",
-        presets={
-            # What learns within about a minute on a 2-core CPU (README example).
-            "quick CPU demo": {"backbone": "resnet18", "image_size": 128, "prepare_size": 128,
-                               "batch_size": 16, "max_epochs": 5, "lr": 1e-3, "num_workers": 0},
-        },
-        choices={
-            **COMMON_CHOICES,
-            "backbone": ("resnet50", "efficientnet_b0", "ensemble", "resnet18"),
-        },
-        help={
-            **COMMON_HELP,
-            "backbone": "resnet50 (reference), efficientnet_b0, ensemble (both, boxes averaged), "
-            "resnet18 (fast, for tests)",
-            "image_size": "network input size in pixels (square); boxes are clamped to [0, image_size]",
-            "lr": "Adam learning rate",
-            "lr_factor": "ReduceLROnPlateau factor on validation loss",
-            "lr_patience": "ReduceLROnPlateau patience (epochs)",
-            "save_top_k": "keep the best k checkpoints by validation loss (plus last.ckpt)",
-            "early_stop_patience": "stop after this many epochs without a better validation loss (0 = off)",
-            "augment": "gamma contrast and affine (scale, rotate, translate) moving image and box together",
-            "pretrained": "start from ImageNet weights when a local copy exists (never downloads)",
-            "weights_path": "local ImageNet weights file; empty = look in the torchvision cache",
-            "init_head_to_mean_box": "start the last layer's bias at the mean training box",
-            "annotations_csv": "when --data is a data root: the lung_bbox.csv to prepare from "
-            "(empty = the configured annotation file)",
-            "prepare_size": "slice size the prepare step writes (when --data is not prepared yet)",
-            "val_fraction": "validation share of series (when --data is not prepared yet)",
-        },
-    )
-)

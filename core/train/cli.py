@@ -25,16 +25,18 @@ def _setup_logging() -> None:
         logger.propagate = False
 
 
-def resolve_settings(family: str, out: Path, overrides: list[str], resume: bool = False) -> dict:
-    """The family's defaults, then (on resume) the run's saved settings, then `overrides`."""
+def resolve_settings(family: str, out: Path, overrides: list[str], resume: bool = False,
+                     preset: str | None = None) -> dict:
+    """The family's defaults (or a preset's settings), then (on resume) the run's saved settings,
+    then `overrides`."""
     try:
         spec = get_spec(family)
+        base = spec.preset_settings(preset) if preset else None
     except KeyError as exc:
         raise TrainSettingsError(str(exc.args[0])) from None
-    base = None
     config = Path(out) / "config.json"
     if resume and config.is_file():
-        base = read_json(config).get("settings") or {}
+        base = {**(base or {}), **(read_json(config).get("settings") or {})}
     try:
         if base is not None:
             base = validate_settings(spec, base)
@@ -43,10 +45,11 @@ def resolve_settings(family: str, out: Path, overrides: list[str], resume: bool 
         raise TrainSettingsError(str(exc)) from None
 
 
-def train_from_cli(family: str, data: Path, out: Path, overrides: list[str], resume: bool = False) -> None:
+def train_from_cli(family: str, data: Path, out: Path, overrides: list[str], resume: bool = False,
+                   preset: str | None = None) -> None:
     """What `python -m core train` and the background jobs run."""
     _setup_logging()
     from core.train.loop import fit
 
-    settings = resolve_settings(family, Path(out), overrides, resume)
+    settings = resolve_settings(family, Path(out), overrides, resume, preset)
     fit(get_spec(family), Path(data), Path(out), settings, resume=resume)

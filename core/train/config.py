@@ -86,7 +86,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Atomic write (temporary file + rename): readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
+    """Atomic write (core.atomic): readers never see half a file."""
+    from core.atomic import atomic_write_json
+
+    atomic_write_json(path, payload, indent=2)

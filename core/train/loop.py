@@ -82,6 +82,27 @@ class LocalCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
 
+class SelfDescription(Callback):
+    """Every checkpoint describes itself under `slicewise` (plain types only: loads with weights_only=True):
+    the family, the network's constructor arguments, the settings, and what the module's
+    `describe()` adds (normalisation stats, class names, crop sizes, ...)."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        describe = getattr(pl_module, "describe", None)
+        checkpoint["slicewise"] = {
+            "format": 1,
+            "family": self.spec.name,
+            "model_args": dict(pl_module.model_args),
+            "settings": dict(pl_module.settings),
+            "monitor": self.spec.monitor,
+            **(describe() if callable(describe) else {}),
+        }
+
+
 class EpochReseed(Callback):
     """Reseed the global RNGs from (seed, epoch) before each epoch's first training batch.
 
@@ -205,6 +226,7 @@ def _callbacks(
     spec: ModelSpec, run_dir: Path, settings: dict[str, Any], elapsed_before: float
 ) -> list[Callback]:
     callbacks: list[Callback] = [
+        SelfDescription(spec),
         EpochReseed(int(settings["seed"])),
         RunFiles(run_dir, elapsed_before),
         _checkpoint_callback(spec, run_dir, settings),

@@ -19,6 +19,7 @@ import streamlit as st
 
 from core import predictions
 from core.errors import SlicewiseError
+from core.overlay import prediction_layers as prediction_layers_of
 from core.render import OverlayLayer
 from core.volume import Volume
 
@@ -84,8 +85,8 @@ def annotated_box_layer(csv_path: Path, volume: Volume) -> dict[str, OverlayLaye
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _prediction_boxes(csv_path: str, mtime_ns: int) -> dict:
-    return predictions.load_prediction_set(csv_path)
+def _stored_prediction(_found: predictions.PredictionSet, sidecar: str, mtime_ns: int):
+    return predictions.load_prediction(_found)
 
 
 def prediction_layers(volume: Volume, runs_root: Path | None = None,
@@ -98,21 +99,21 @@ def prediction_layers(volume: Volume, runs_root: Path | None = None,
     layers, notes = {}, {}
     for position, saved in enumerate(found):
         try:
-            mtime = _mtime_ns(saved.path)
-            boxes = _prediction_boxes(str(saved.path), mtime if mtime is not None else -1)
+            mtime = _mtime_ns(saved.sidecar or saved.path)
+            stored = _stored_prediction(saved, str(saved.sidecar), mtime if mtime is not None else -1)
         except SlicewiseError as exc:
             problems.append(str(exc))
             continue
-        layer = predictions.prediction_layer(saved, boxes, position)
-        layers[saved.overlay_name] = layer
-        notes[saved.overlay_name] = prediction_note_html(saved, layer)
+        for name, layer in prediction_layers_of(saved, stored, position).items():
+            layers[name] = layer
+            notes[name] = prediction_note_html(saved, layer)
     return layers, notes, problems
 
 
 def prediction_note_html(saved: predictions.PredictionSet, layer: OverlayLayer) -> str:
     """Swatch, full label (the toggle's label may be cut), when predicted; a stale set says why."""
     when = html.escape(saved.created.replace("T", " ").replace("+00:00", " UTC"))
-    text = f"{swatch(layer.colour)}{html.escape(saved.label)} · predicted {when}"
+    text = f"{swatch(layer.colour, layer.kind)}{html.escape(saved.label)} · predicted {when}"
     if saved.stale:
         text += (f'<br><span style="color:#c25400;font-weight:600">⚠ stale: {html.escape(saved.stale_reason)}'
                  " — predict again on Predict &amp; review</span>")

@@ -11,16 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from core.models import get_spec
-from core.models.lung_localizer import (
-    FAMILY,
-    build_model,
-    init_head_bias,
-    load_imagenet_weights,
-    model_args,
-    regressors,
-)
-from core.train.data_lung import (
+from core.models.lung_localizer.data import (
     Augmentation,
     EpochShuffleSampler,
     LungBoxDataset,
@@ -28,6 +19,13 @@ from core.train.data_lung import (
     cache_fits,
     read_prepared,
     resolve_lung_data,
+)
+from core.models.lung_localizer.net import (
+    build_model,
+    init_head_bias,
+    load_imagenet_weights,
+    model_args,
+    regressors,
 )
 
 log = logging.getLogger("slicewise.train")
@@ -122,20 +120,10 @@ class LungLocalizerModule(pl.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"},
         }
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Make every checkpoint describe itself (plain types only: loads with weights_only=True)."""
-        checkpoint["slicewise"] = {
-            "format": 1,
-            "family": FAMILY,
-            "model_args": dict(self.model_args),
-            "settings": dict(self.settings),
-            "stats": {
-                "mean": float(self.stats["mean"]),
-                "std": float(self.stats["std"]),
-                "size": int(self.stats.get("size", 0)),
-            },
-            "monitor": get_spec(FAMILY).monitor,
-        }
+    def describe(self) -> dict[str, Any]:
+        """What prediction needs besides the weights (the engine stores it in every checkpoint)."""
+        return {"stats": {"mean": float(self.stats["mean"]), "std": float(self.stats["std"]),
+                          "size": int(self.stats.get("size", 0))}}
 
 
 class LungDataModule(pl.LightningDataModule):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.annotations import COLUMNS, BoxStore
-from core.review import (
+from core.box_review import (
     annotated_boxes,
     boxes_csv,
     iou_summary,

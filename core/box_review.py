@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
-import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,10 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from core.annotations import COLUMNS, BoxStore, utc_now
-from core.propose import box_iou
+from core.boxes import Box, box_iou, ordered_box
 from core.volume import Volume
-
-Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -34,21 +31,6 @@ class ReviewRow:
     iou: float
     predicted: Box | None
     reference: Box
-
-
-def ordered_box(values: Sequence[float] | None) -> Box | None:
-    """Corners sorted (a regressor may swap them), clipped to [0, 1]; None if not finite or empty."""
-    if values is None:
-        return None
-    try:
-        x0, y0, x1, y1 = (float(v) for v in values)
-    except (TypeError, ValueError):
-        return None
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-        return None
-    x0, x1 = sorted((min(max(x0, 0.0), 1.0), min(max(x1, 0.0), 1.0)))
-    y0, y1 = sorted((min(max(y0, 0.0), 1.0), min(max(y1, 0.0), 1.0)))
-    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
 def predicted_boxes(boxes: np.ndarray) -> dict[int, Box]:

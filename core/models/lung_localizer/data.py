@@ -204,7 +204,7 @@ def resolve_lung_data(
         raise TrainingDataError(
             f"{csv_path}: annotation CSV not found (set annotations_csv or annotate slices first)"
         )
-    from core.prepare import prepare_lung_dataset
+    from core.models.lung_localizer.prepare import prepare_lung_dataset
 
     progress(f"preparing {csv_path} over {root} into {out}")
     prepared = prepare_lung_dataset(
@@ -391,7 +391,7 @@ def augment_batch(
 
 def load_slice(path: Path, size: int) -> torch.Tensor:
     """(1, size, size) float32 in [0, 1] from a prepared float16 .npy."""
-    from core.models.lung_localizer import resize_slices
+    from core.models.lung_localizer.net import resize_slices
 
     try:
         array = np.load(path).astype(np.float32)

@@ -8,14 +8,11 @@ two networks' boxes.
 
 from __future__ import annotations
 
-import csv
 import logging
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -25,7 +22,6 @@ FAMILY = "lung_localizer"
 BACKBONES = ("resnet50", "efficientnet_b0", "resnet18", "ensemble")
 ENSEMBLE_MEMBERS = ("resnet50", "efficientnet_b0")
 HEAD_HIDDEN = 1024
-CSV_COLUMNS = ("Image", "Xmin", "Ymin", "Xmax", "Ymax", "Volume", "Slice", "Annotator", "Updated")
 
 # torchvision file names of the ImageNet weights, looked up in the hub cache; never downloaded.
 _IMAGENET_FILES = {
@@ -203,7 +199,7 @@ def init_head_bias(model: nn.Module, mean_box_px: Sequence[float]) -> None:
 
 
 def resize_slices(slices: torch.Tensor, size: int) -> torch.Tensor:
-    """(n, 1, h, w) -> (n, 1, size, size), bilinear with antialiasing (as core.prepare.resize_square)."""
+    """(n, 1, h, w) -> (n, 1, size, size), bilinear with antialiasing (as prepare.resize_square)."""
     if tuple(slices.shape[-2:]) == (size, size):
         return slices
     return torch.nn.functional.interpolate(
@@ -213,92 +209,10 @@ def resize_slices(slices: torch.Tensor, size: int) -> torch.Tensor:
 
 def prepare_input(volume: Any, meta: dict[str, Any]) -> torch.Tensor:
     """Volume (HU) -> (z, 1, S, S) float32 network input normalised with the training stats."""
-    from core.prepare import lung_window_normalised  # the prepare step's exact windowing
+    from core.models.lung_localizer.prepare import (
+        lung_window_normalised,  # the prepare step's exact windowing
+    )
 
     slices = torch.from_numpy(lung_window_normalised(volume.array)).unsqueeze(1)
     slices = resize_slices(slices, int(meta["image_size"]))
     return (slices - float(meta["mean"])) / float(meta["std"])
-
-
-# ---------------------------------------------------------------- prediction
-
-
-class LungBoxPredictor:
-    """Boxes per slice from one checkpoint or an ensemble of several (their boxes averaged)."""
-
-    family = FAMILY
-
-    def __init__(self, members: list[tuple[nn.Module, dict[str, Any]]], device: str, name: str) -> None:
-        self.members = members
-        self.device = device
-        self.name = name
-
-    @torch.no_grad()
-    def predict_volume(self, volume: Any, batch_size: int = 16) -> np.ndarray:
-        """(z, 4) Xmin, Ymin, Xmax, Ymax as fractions of the slice width/height."""
-        boxes = np.mean(
-            [self._member_boxes(model, meta, volume, batch_size) for model, meta in self.members], axis=0
-        )
-        return boxes.astype(np.float32)
-
-    def _member_boxes(
-        self, model: nn.Module, meta: dict[str, Any], volume: Any, batch_size: int
-    ) -> np.ndarray:
-        inputs = prepare_input(volume, meta)
-        out = []
-        for start in range(0, inputs.shape[0], batch_size):
-            batch = inputs[start : start + batch_size].to(self.device, non_blocking=True)
-            out.append(model(batch).float().cpu())
-        boxes = torch.cat(out).numpy() / float(meta["image_size"])
-        return np.clip(boxes, 0.0, 1.0)
-
-
-def make_predictor(payloads: list[dict[str, Any]], device: str, name: str) -> LungBoxPredictor:
-    """`payloads`: checkpoints' `slicewise` dicts with their `state_dict` (model weights only)."""
-    members = []
-    for payload in payloads:
-        model = build_model(**payload["model_args"])
-        model.load_state_dict(payload["state_dict"])
-        model.to(device).eval()
-        stats = payload["stats"]
-        meta = {"image_size": payload["model_args"]["image_size"], "mean": stats["mean"], "std": stats["std"]}
-        members.append((model, meta))
-    return LungBoxPredictor(members, device, name)
-
-
-def _ordered(box: Sequence[float]) -> tuple[float, float, float, float]:
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
-
-
-def write_predictions(
-    predictor: LungBoxPredictor, volumes: Sequence[Any], out: Path, progress: Callable[[str], Any] = print
-) -> Path:
-    """One CSV row per slice in the lung_bbox.csv schema; the annotator is the model and checkpoint."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "lung_bbox_predicted.csv"
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        for volume in volumes:
-            boxes = predictor.predict_volume(volume)
-            for z, box in enumerate(boxes):
-                x0, y0, x1, y1 = _ordered(box)
-                writer.writerow(
-                    [
-                        volume.slice_ids[z],
-                        f"{x0:.6f}",
-                        f"{y0:.6f}",
-                        f"{x1:.6f}",
-                        f"{y1:.6f}",
-                        volume.volume_id,
-                        z,
-                        predictor.name,
-                        now,
-                    ]
-                )
-            progress(f"{volume.volume_id}: {len(boxes)} slices predicted")
-    tmp.replace(path)
-    return path

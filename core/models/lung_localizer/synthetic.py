@@ -4,7 +4,7 @@ Each phantom slice that shows lung is shrunk by a random factor and placed at a 
 position in an air-filled field of view, as patients lie differently in the scanner; the
 lung box moves with it. Without the placement the boxes barely vary between phantoms and
 a constant mean box would already score well, which would prove nothing about learning.
-The prepared folder has the layout `core.prepare.prepare_lung_dataset` writes.
+The prepared folder has the layout `core.models.lung_localizer.prepare.prepare_lung_dataset` writes.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def placed_phantom_slices(
 
 def write_prepared(out: Path, train: list[PlacedSlices], val: list[PlacedSlices], size: int) -> Path:
     """Write the prepare step's layout (float16 .npy, boxes.csv, ids, stats.json) for placed slices."""
-    from core.prepare import BOXES_COLUMNS, lung_window_normalised, resize_square
+    from core.models.lung_localizer.prepare import BOXES_COLUMNS, lung_window_normalised, resize_square
 
     out = Path(out)
     rows, sums, squares, n_train = [], 0.0, 0.0, 0
