@@ -233,6 +233,14 @@ def _write_manifest(out: Path, manifest: dict) -> None:
     os.replace(tmp, out / MANIFEST)
 
 
+def _family_demo_hooks() -> dict[str, Callable]:
+    """{demo folder: writer} of the families that write their own part of the demo data
+    (`ModelSpec.demo_folder` / `demo_data`); each writer returns its manifest cases."""
+    from core.models import list_specs
+
+    return {spec.demo_folder: spec.demo_data for spec in list_specs() if spec.demo_data and spec.demo_folder}
+
+
 def _disk_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -254,8 +262,15 @@ def write_demo_data(
     started = time.perf_counter()
     _prepare_folder(out)
     cases = []
-    for step in (_write_chest_ct, _write_ct_nifti, _write_xray, _write_brats):
-        cases += step(out, seed, sizes, progress)
+    hooks = _family_demo_hooks()  # a family that writes its own demo folder replaces the base step
+    base = {"ct": _write_chest_ct, "ct_nifti": _write_ct_nifti, "xray": _write_xray, "brats": _write_brats}
+    for folder, step in base.items():
+        if folder not in hooks:
+            cases += step(out, seed, sizes, progress)
+    for folder, hook in hooks.items():
+        if (out / folder).is_dir():
+            shutil.rmtree(out / folder)
+        cases += list(hook(out, seed, small, progress))
     _write_manifest(out, {"version": 1, "seed": int(seed), "small": bool(small), "cases": cases})
     megabytes = _disk_size(out) / 1e6
     seconds = time.perf_counter() - started

@@ -87,8 +87,8 @@ class ModelSpec:
     their `state_dict`). `outputs` names the Prediction fields the family fills, `review` how
     Predict & review shows them, `dataset_rule(folder, entry_names)` which folders under the data
     root the Train page offers, `modalities` which volumes suit it (empty: any), `demo_data`
-    (optional) writes the family's part of the demo data set: (demo_root, seed, small, progress) ->
-    manifest entries.
+    (optional) writes the family's part of the demo data set into `<demo root>/<demo_folder>`:
+    (demo_root, seed, small, progress) -> manifest cases (dicts with at least "kind" and "path").
     """
 
     name: str
@@ -104,6 +104,7 @@ class ModelSpec:
     dataset_rule: DatasetRule | None = None
     dataset_hint: str = ""
     demo_data: Callable[..., Any] | None = None
+    demo_folder: str = ""  # the folder under the demo root that demo_data writes (replaces a base step)
     monitor: str = "val_loss"
     monitor_mode: str = "min"
     choices: dict[str, tuple] = field(default_factory=dict)
