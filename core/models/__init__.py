@@ -11,6 +11,7 @@ the registry imports every such spec.py on first use. No page, job or inference 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -154,6 +155,8 @@ class ModelSpec:
 
 _REGISTRY: dict[str, ModelSpec] = {}
 _DISCOVERED = False
+_PLUGINS: set[str] = set()
+PLUGIN_ENV = "SLICEWISE_FAMILY_MODULES"
 
 
 def register(spec: ModelSpec) -> ModelSpec:
@@ -165,14 +168,18 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 
 def discover() -> None:
-    """Import `core.models.<family>.spec` for every family folder (each registers itself), once."""
+    """Import `core.models.<family>.spec` for every family folder (each registers itself), once; then
+    any module named in `SLICEWISE_FAMILY_MODULES` (comma-separated: families kept outside this tree)."""
     global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: _family_order(i.name)):
-        if info.ispkg and (Path(__path__[0]) / info.name / "spec.py").is_file():
-            importlib.import_module(f"{__name__}.{info.name}.spec")
+    if not _DISCOVERED:
+        _DISCOVERED = True
+        for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: _family_order(i.name)):
+            if info.ispkg and (Path(__path__[0]) / info.name / "spec.py").is_file():
+                importlib.import_module(f"{__name__}.{info.name}.spec")
+    for name in os.environ.get(PLUGIN_ENV, "").split(","):
+        if name.strip() and name.strip() not in _PLUGINS:
+            _PLUGINS.add(name.strip())
+            importlib.import_module(name.strip())
 
 
 def _family_order(name: str) -> tuple[int, str]:
