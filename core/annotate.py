@@ -105,6 +105,56 @@ def canvas_change(stored: Box | None, drawing: Mapping[str, Any] | None, canvas_
     return CanvasChange("upsert", drawn, redraw)
 
 
+CANVAS_KEY_PREFIX = "annotate_canvas"
+
+
+def canvas_key(volume_id: str, z: int, revision: int) -> str:
+    """The canvas widget's key: a new canvas per volume, slice and redraw."""
+    return f"{CANVAS_KEY_PREFIX}|{volume_id}|{int(z)}|{int(revision)}"
+
+
+def parse_canvas_key(key: str) -> tuple[str, int, int] | None:
+    """(volume id, slice, revision) of a key made by `canvas_key`, else None."""
+    if not isinstance(key, str) or not key.startswith(CANVAS_KEY_PREFIX + "|"):
+        return None
+    try:
+        _, rest = key.split("|", 1)
+        volume_id, z, revision = rest.rsplit("|", 2)
+        return volume_id, int(z), int(revision)
+    except ValueError:
+        return None
+
+
+def drawing_fingerprint(drawing: Mapping[str, Any] | None) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha1(json.dumps(drawing, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def late_drawings(state: Mapping[str, Any], volume_id: str, current_key: str,
+                  seen: Mapping[str, str] | None = None) -> list[tuple[int, dict]]:
+    """Drawings that earlier canvases of this volume sent after the page had moved on.
+
+    After Next (or any redraw) the old slice's canvas stays on screen for a moment; a box
+    dragged on it arrives under the old canvas's key, not the one the page now shows. Such a
+    drawing is still in the session state at the start of the run it triggered: (slice,
+    drawing) for each, so that the page can save it to the slice it was drawn on. `seen` maps
+    keys to the fingerprint of the drawing the page already handled while that canvas was the
+    current one: those are not late (an old canvas's state after Undo must not undo the Undo).
+    """
+    seen = seen or {}
+    found = []
+    for key, value in state.items():
+        parsed = parse_canvas_key(key)
+        if parsed is None or key == current_key or parsed[0] != volume_id or not isinstance(value, Mapping):
+            continue
+        drawing = (value.get("drawing") or {}).get("raw")
+        if isinstance(drawing, Mapping) and seen.get(key) != drawing_fingerprint(drawing):
+            found.append((parsed[1], dict(drawing)))
+    return sorted(found, key=lambda item: item[0])
+
+
 def row_box(row: Mapping[str, Any] | None) -> Box | None:
     return None if row is None else (row["Xmin"], row["Ymin"], row["Xmax"], row["Ymax"])
 

@@ -18,6 +18,7 @@ from pages._ui.navigation import ensure_app_navigation
 ensure_app_navigation()
 
 Z_KEY, REV_KEY, NAME_KEY = "annotate_z", "annotate_rev", "annotator"
+SEEN_KEY = "annotate_seen"  # canvas key -> fingerprint of the drawing the page handled from it
 REQUEST_KEY = "annotate_request"  # {"path", "volume", "slice"}: set by the Annotations page to open a slice
 PROPOSAL_STROKE = "#ffa126"  # an unconfirmed `auto` box is drawn orange, a person's box red
 
@@ -161,10 +162,10 @@ def _actions(store: BoxStore, volume: Volume, z: int, has_box: bool, who: str) -
         st.rerun()
 
 
-def _canvas(volume: Volume, z: int, stored, window, proposal: bool = False) -> tuple[object, int, int]:
+def _canvas(volume: Volume, z: int, stored, window, proposal: bool = False) -> tuple[object, int, int, str]:
     grey = render.window_to_uint8(volume.array[z], *window)
     width, height = annotate.canvas_size(grey.shape)
-    key = f"annotate_canvas_{volume.volume_id}_{z}_{st.session_state.get(REV_KEY, 0)}"
+    key = annotate.canvas_key(volume.volume_id, z, st.session_state.get(REV_KEY, 0))
     result = st_canvas(
         fill_color="rgba(255, 75, 75, 0.08)", stroke_width=2, stroke_color="#ff4b4b",
         background_image=Image.fromarray(grey), height=height, width=width, drawing_mode="labeled_rect",
@@ -172,7 +173,7 @@ def _canvas(volume: Volume, z: int, stored, window, proposal: bool = False) -> t
                                                 **({"stroke": PROPOSAL_STROKE} if proposal else {})),
         key=key,
     )
-    return result, width, height
+    return result, width, height, key
 
 
 def _show_progress(z: int, n_slices: int, n_done: int, store: BoxStore, bars: list | None = None) -> list:
@@ -192,6 +193,22 @@ def _show_progress(z: int, n_slices: int, n_done: int, store: BoxStore, bars: li
         done = annotation_review.root_progress(store.rows(), counts)
         shown.append(slots[1].progress(done.fraction, text=done.text()))
     return shown
+
+
+def _save_late_drawings(store: BoxStore, volume: Volume, annotated: dict[int, dict], who: str) -> None:
+    """Save boxes drawn on a canvas the page had already replaced (see core.annotate.late_drawings);
+    only new or changed boxes: a late canvas never deletes one."""
+    current = annotate.canvas_key(volume.volume_id, st.session_state.get(Z_KEY, -1),
+                                  st.session_state.get(REV_KEY, 0))
+    seen = st.session_state.setdefault(SEEN_KEY, {})
+    for z, drawing in annotate.late_drawings(st.session_state, volume.volume_id, current, seen):
+        if not 0 <= z < volume.shape[0]:
+            continue
+        width, height = annotate.canvas_size(volume.array[z].shape)
+        change = annotate.canvas_change(annotate.row_box(annotated.get(z)), drawing, width, height)
+        if change.action == "upsert":
+            annotated[z] = annotate.save_box(store, volume, z, change.box, who)
+            st.toast(f"Saved the box drawn on slice {z + 1} just before the page moved on")
 
 
 def main() -> None:
@@ -214,6 +231,7 @@ def main() -> None:
         st.error(str(exc))
         return
     annotated = annotate.volume_boxes(store, volume)
+    _save_late_drawings(store, volume, annotated, who)
     z = _navigation(volume, annotated)
     options, default = render.window_choices(volume.modality)
     choice = st.sidebar.selectbox("Window", options[:-1], index=options.index(default), key="annotate_window")
@@ -221,7 +239,8 @@ def main() -> None:
     bars = _show_progress(z, volume.shape[0], len(annotated), store)
     toolbar = st.container()  # above the canvas, filled once the canvas result is saved
     stored = annotate.row_box(annotated.get(z))
-    result, width, height = _canvas(volume, z, stored, window, annotate.is_proposal(annotated.get(z)))
+    result, width, height, key = _canvas(volume, z, stored, window, annotate.is_proposal(annotated.get(z)))
+    st.session_state[SEEN_KEY] = {key: annotate.drawing_fingerprint(result.json_data)}
     change = annotate.canvas_change(stored, result.json_data, width, height)
     if change.action == "upsert":
         annotated[z] = annotate.save_box(store, volume, z, change.box, who)

@@ -296,3 +296,21 @@ def test_next_slice_without_a_box_wraps_round():
     assert next_without_box(5, {1, 2}, 0) == 3
     assert next_without_box(5, {3, 4, 0}, 2) == 1
     assert next_without_box(3, {0, 1, 2}, 1) is None
+
+
+def test_late_drawings_come_from_earlier_canvases_of_the_volume_only():
+    from core.annotate import canvas_key, drawing_fingerprint, late_drawings, parse_canvas_key
+
+    box = {"objects": [{"type": "LabeledRect", "left": 10, "top": 10, "width": 50, "height": 40}]}
+    key = canvas_key("vol|with|bars", 7, 3)
+    assert parse_canvas_key(key) == ("vol|with|bars", 7, 3)
+    assert parse_canvas_key("annotate_volume") is None
+    state = {
+        canvas_key("vol|with|bars", 6, 3): {"drawing": {"raw": box}},  # drawn on the old slice: late
+        canvas_key("vol|with|bars", 7, 3): {"drawing": {"raw": box}},  # the current canvas
+        canvas_key("other", 2, 0): {"drawing": {"raw": box}},  # another volume
+        "annotate_z": 7,
+    }
+    assert late_drawings(state, "vol|with|bars", key) == [(6, box)]
+    handled = {canvas_key("vol|with|bars", 6, 3): drawing_fingerprint(box)}
+    assert late_drawings(state, "vol|with|bars", key, handled) == []  # already handled: not late

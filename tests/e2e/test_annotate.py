@@ -122,3 +122,28 @@ def test_draw_reload_delete_undo_in_the_browser(page, tmp_path):
         assert rows[0]["Xmin"] == row["Xmin"] and rows[0]["Ymax"] == row["Ymax"]
         page.get_by_text(f"Box Xmin {row['Xmin']:.4f}").wait_for()
         page.screenshot(path=str(SHOTS / "annotate_undone.png"))
+
+
+def test_a_drawing_that_arrives_from_the_previous_slices_canvas_is_saved_there(data_root, tmp_path):
+    """After Next, the old slice's canvas is on screen for a moment; a box dragged on it arrives under
+    the old canvas's key. The page saves it to the slice it was drawn on, once, and an old canvas's
+    already-handled state (e.g. before an Undo) never overwrites the store again."""
+    from core.annotate import canvas_key
+    from core.io import load_volume
+
+    _write_case(data_root)
+    volume = load_volume(data_root / "ct" / "case0")
+    store = BoxStore(tmp_path / "annotations" / "lung_bbox.csv")
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    z = N_SLICES // 2
+    at.button(key="annotate_next").click().run()
+    assert at.number_input(key="annotate_z").value == z + 1 and len(store) == 0
+    late = {"objects": [{"type": "LabeledRect", "left": 100, "top": 80, "width": 300, "height": 250}]}
+    at.session_state[canvas_key(volume.volume_id, z, 0)] = {"drawing": {"raw": late, "data": None}}
+    at.run()
+    assert not at.exception
+    [row] = store.rows()
+    assert row["Slice"] == z and row["Xmin"] == pytest.approx(100 / 512, abs=1e-3)
+    at.button(key="annotate_undo").click().run()
+    at.run()
+    assert len(store) == 0, "the late drawing was saved again after Undo"

@@ -129,3 +129,4 @@ def test_box_dragged_right_after_next_is_always_saved(page, tmp_path):
         assert row["Image"] == slice_ids[FIRST + k] and row["Annotator"] == "e2e"
         expected = (x0 / CANVAS_PX, y0 / CANVAS_PX, x1 / CANVAS_PX, y1 / CANVAS_PX)
         assert [row[c] for c in ("Xmin", "Ymin", "Xmax", "Ymax")] == pytest.approx(expected, abs=tol)
+
