@@ -205,3 +205,12 @@ def test_placeholder_patient_ids_split_by_series():
         train, val = split_groups(groups, 0.34, seed)
         assert train | val == set(groups) and not train & val
         assert {"s1", "s2"} <= train or {"s1", "s2"} <= val
+
+
+def test_one_annotated_patient_still_gets_a_validation_block(tmp_path):
+    """A first user annotates one CT: its top slices validate, two slices between are left out."""
+    from core.models.lung_localizer.prepare import BLOCK_GAP, slice_block_split
+
+    assert slice_block_split(10, 0.2) == ["train"] * 6 + ["gap"] * BLOCK_GAP + ["val"] * 2
+    assert slice_block_split(3, 0.2) == ["train"] * 3  # too few slices for a held-out block
+    assert slice_block_split(10, 0.0) == ["train"] * 10

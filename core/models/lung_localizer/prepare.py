@@ -129,6 +129,22 @@ def _write_stats(out: Path, stats: dict) -> None:
     atomic_write_text(out / "stats.json", json.dumps(stats, indent=1))
 
 
+BLOCK_GAP = 2  # slices left out between the train and val blocks of a one-patient split (neighbours look alike)
+
+
+def slice_block_split(n_rows: int, val_fraction: float) -> list[str]:
+    """Splits for the z-sorted annotated slices of the only patient: a contiguous block at the top of
+    the stack is validation, `BLOCK_GAP` slices next to it are left out ("gap"), the rest train.
+
+    One patient cannot be split by patient; a block hold-out keeps near-identical neighbouring
+    slices out of both sides (a random slice split would validate on copies of training slices).
+    """
+    n_val = max(1, round(val_fraction * n_rows)) if val_fraction > 0 else 0
+    if n_val == 0 or n_rows - n_val - BLOCK_GAP < 1:
+        return ["train"] * n_rows
+    return ["train"] * (n_rows - n_val - BLOCK_GAP) + ["gap"] * BLOCK_GAP + ["val"] * n_val
+
+
 def prepare_lung_dataset(csv_path: str | Path, data_root: str | Path, out_dir: str | Path,
                          val_fraction: float = 0.2, size: int = 512, seed: int = 0,
                          progress: Callable[[str], object] = print) -> Path:
@@ -148,6 +164,9 @@ def prepare_lung_dataset(csv_path: str | Path, data_root: str | Path, out_dir: s
     locator = VolumeLocator(data_root)
     groups = group_volumes(locator, by_volume)
     train_ids, val_ids = split_groups(groups, val_fraction, seed)
+    one_patient = len(set(groups.values())) == 1 and val_fraction > 0
+    if one_patient:
+        progress("one patient only: validating on a block of its top slices (no patient split possible)")
     out = Path(out_dir)
     _reset_out(out)
     table, skipped, totals = [], [], {"sum": 0.0, "sumsq": 0.0}
@@ -162,7 +181,10 @@ def prepare_lung_dataset(csv_path: str | Path, data_root: str | Path, out_dir: s
             progress(f"volume {k}/{len(by_volume)}: skipped {volume_id} ({exc})")
             continue
         images = resize_square(lung_window_normalised(hu), int(size)).astype(np.float16)
-        for image, row in zip(images, vrows, strict=True):
+        splits = slice_block_split(len(vrows), val_fraction) if one_patient else [split] * len(vrows)
+        for image, row, split in zip(images, vrows, splits, strict=True):
+            if split == "gap":
+                continue
             name = f"{split}/{counters[split]}.npy"
             counters[split] += 1
             np.save(out / name, image)
@@ -172,7 +194,9 @@ def prepare_lung_dataset(csv_path: str | Path, data_root: str | Path, out_dir: s
                 totals["sumsq"] += np.square(values).sum() / values.size
             table.append({**{c: row[c] for c in BOXES_COLUMNS[:7]}, "split": split, "file": name})
         locator.forget(volume_id)
-        progress(f"volume {k}/{len(by_volume)}: {volume_id} -> {len(vrows)} {split} slice(s)")
+        progress(f"volume {k}/{len(by_volume)}: {volume_id} -> "
+                 + ", ".join(f"{splits.count(s)} {s}" for s in ("train", "val", "gap") if s in splits)
+                 + " slice(s)")
     return _finish(out, table, skipped, totals, counters, int(size), seed, val_fraction, progress, groups)
 
 
@@ -196,7 +220,9 @@ def _finish(out: Path, table: list[dict], skipped: list[str], totals: dict, coun
              "window": list(PRESETS["lung"]), "skipped": skipped,
              "train_volumes": sorted({r["Volume"] for r in table if r["split"] == "train"}),
              "val_volumes": sorted({r["Volume"] for r in table if r["split"] == "val"}),
-             "split_by": "patient (DICOM PatientID), else series",
+             "split_by": ("a block of one patient's top slices (one patient only)"
+                          if len(set(groups.values())) == 1 and counters["val"] else
+                          "patient (DICOM PatientID), else series"),
              "train_groups": sorted({groups[r["Volume"]] for r in table if r["split"] == "train"}),
              "val_groups": sorted({groups[r["Volume"]] for r in table if r["split"] == "val"})}
     if counters["val"] == 0:
