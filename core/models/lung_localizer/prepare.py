@@ -129,7 +129,7 @@ def _write_stats(out: Path, stats: dict) -> None:
     atomic_write_text(out / "stats.json", json.dumps(stats, indent=1))
 
 
-BLOCK_GAP = 2  # slices left out between the train and val blocks of a one-patient split (neighbours look alike)
+BLOCK_GAP = 2  # slices left out between the train and val blocks of one patient (neighbours look alike)
 
 
 def slice_block_split(n_rows: int, val_fraction: float) -> list[str]:
