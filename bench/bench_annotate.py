@@ -22,6 +22,7 @@ proposals are to the phantom's true boxes (IoU), i.e. whether accepting them unc
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import tempfile
 import time
@@ -113,7 +114,8 @@ class Session:
     def click(self, name: str) -> None:
         """Press a button; the canvas on screen now is the one `wait_slice` waits to see replaced."""
         self.handle = self.single_canvas()
-        self.page.get_by_role("button", name=name, exact=True).click()
+        # a button's accessible name ends with its keyboard shortcut hint ("Next ▶ →")
+        self.page.get_by_role("button", name=re.compile("^" + re.escape(name))).click()
 
 
 def _hand(s: Session, z: int, truth) -> None:

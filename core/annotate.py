@@ -141,13 +141,17 @@ def late_drawings(state: Mapping[str, Any], volume_id: str, current_key: str,
     drawing is still in the session state at the start of the run it triggered: (slice,
     drawing) for each, so that the page can save it to the slice it was drawn on. `seen` maps
     keys to the fingerprint of the drawing the page already handled while that canvas was the
-    current one: those are not late (an old canvas's state after Undo must not undo the Undo).
+    current one: those are not late. Canvases of the current slice are never late: they were
+    replaced by a redraw of the same slice (after Delete or Undo), whose state must not undo it.
     """
     seen = seen or {}
+    current = parse_canvas_key(current_key)
     found = []
     for key, value in state.items():
         parsed = parse_canvas_key(key)
         if parsed is None or key == current_key or parsed[0] != volume_id or not isinstance(value, Mapping):
+            continue
+        if current is not None and parsed[1] == current[1]:
             continue
         drawing = (value.get("drawing") or {}).get("raw")
         if isinstance(drawing, Mapping) and seen.get(key) != drawing_fingerprint(drawing):

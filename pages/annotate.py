@@ -18,6 +18,7 @@ from pages._ui.navigation import ensure_app_navigation
 ensure_app_navigation()
 
 Z_KEY, REV_KEY, NAME_KEY = "annotate_z", "annotate_rev", "annotator"
+SHOWN_KEY = "annotate_slice_shown"  # the Slice box, counted from 1
 SEEN_KEY = "annotate_seen"  # canvas key -> fingerprint of the drawing the page handled from it
 REQUEST_KEY = "annotate_request"  # {"path", "volume", "slice"}: set by the Annotations page to open a slice
 PROPOSAL_STROKE = "#ffa126"  # an unconfirmed `auto` box is drawn orange, a person's box red
@@ -79,6 +80,11 @@ def _go(z: int) -> None:
     st.session_state[Z_KEY] = z
 
 
+def _typed_slice() -> None:
+    """The Slice box counts from 1, as the progress text and the Viewer do; the index from 0."""
+    st.session_state[Z_KEY] = int(st.session_state[SHOWN_KEY]) - 1
+
+
 def _navigation(volume: Volume, annotated: dict[int, dict]) -> int:
     n = volume.shape[0]
     if st.session_state.get("annotate_for") != volume.volume_id:
@@ -87,13 +93,16 @@ def _navigation(volume: Volume, annotated: dict[int, dict]) -> int:
     st.session_state[Z_KEY] = annotate.clamp_slice(st.session_state.get(Z_KEY, 0), n)
     z = st.session_state[Z_KEY]
     cols = st.columns([1, 1, 2, 2])
-    cols[0].button("◀ Previous", on_click=_go, args=(max(0, z - 1),), disabled=z == 0, key="annotate_prev")
+    cols[0].button("◀ Previous", on_click=_go, args=(max(0, z - 1),), disabled=z == 0, key="annotate_prev",
+                   shortcut="Left")
     cols[1].button("Next ▶", on_click=_go, args=(min(n - 1, z + 1),), disabled=z >= n - 1,
-                   key="annotate_next")
+                   key="annotate_next", shortcut="Right")
     target = annotate.next_without_box(n, annotated, z)
     cols[2].button("Next slice without a box", on_click=_go, args=(target if target is not None else z,),
-                   disabled=target is None, key="annotate_next_empty")
-    cols[3].number_input("Slice", min_value=0, max_value=n - 1, step=1, key=Z_KEY)
+                   disabled=target is None, key="annotate_next_empty", shortcut="N")
+    st.session_state[SHOWN_KEY] = z + 1
+    cols[3].number_input("Slice", min_value=1, max_value=n, step=1, key=SHOWN_KEY, on_change=_typed_slice,
+                         help="counted from 1; the CSV's Slice column is the 0-based index")
     return int(st.session_state[Z_KEY])
 
 
@@ -118,6 +127,7 @@ def _proposal_row(store: BoxStore, volume: Volume, z: int, row: dict | None, who
     last = z >= volume.shape[0] - 1
     cols = st.columns([1, 1, 4])
     cols[0].button("Confirm & next ▶", disabled=not proposal or last, key="annotate_confirm_next",
+                   shortcut="Enter",
                    on_click=_confirm, args=(store, volume, z, who, min(volume.shape[0] - 1, z + 1)),
                    type="primary" if proposal and not last else "secondary",
                    help="Accept the proposed box as it is, under your name, and go to the next slice")
@@ -137,11 +147,11 @@ def _proposal_row(store: BoxStore, volume: Volume, z: int, row: dict | None, who
 
 def _actions(store: BoxStore, volume: Volume, z: int, has_box: bool, who: str) -> None:
     cols = st.columns(5)
-    if cols[0].button("Delete box", disabled=not has_box, key="annotate_delete"):
+    if cols[0].button("Delete box", disabled=not has_box, key="annotate_delete", shortcut="Delete"):
         annotate.delete_box(store, volume, z, who)
         _bump()
         st.rerun()
-    if cols[1].button("Undo last change", disabled=not store.can_undo(), key="annotate_undo",
+    if cols[1].button("Undo last change", disabled=not store.can_undo(), key="annotate_undo", shortcut="U",
                       help="Undo the last saved change to the annotation file (any slice)"):
         store.undo(annotator=who)
         _bump()
@@ -150,7 +160,7 @@ def _actions(store: BoxStore, volume: Volume, z: int, has_box: bool, who: str) -
         store.redo(annotator=who)
         _bump()
         st.rerun()
-    cols[3].button("Propose box", disabled=volume.modality != "CT", key="annotate_propose",
+    cols[3].button("Propose box", disabled=volume.modality != "CT", key="annotate_propose", shortcut="P",
                    help="Threshold segmentation of the lungs on this slice (annotator 'auto')",
                    on_click=_propose, args=(store, volume, z))
     if cols[4].button("Propose for all slices", disabled=volume.modality != "CT", key="annotate_propose_all",
@@ -215,6 +225,8 @@ def main() -> None:
     st.title("Annotate lung boxes")
     st.caption("Drag a box around both lungs. Edit it with the canvas toolbar's edit toggle (move, resize, "
                "delete); every change is saved at once to " f"`{settings.annotations_path()}`.")
+    st.sidebar.caption("Keys: ← → previous / next slice · N next slice without a box · Enter confirm the "
+                       "proposal and go on · P propose · Delete delete the box · U undo")
     who = _annotator()
     store = _store()
     try:

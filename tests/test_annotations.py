@@ -314,3 +314,11 @@ def test_late_drawings_come_from_earlier_canvases_of_the_volume_only():
     assert late_drawings(state, "vol|with|bars", key) == [(6, box)]
     handled = {canvas_key("vol|with|bars", 6, 3): drawing_fingerprint(box)}
     assert late_drawings(state, "vol|with|bars", key, handled) == []  # already handled: not late
+
+
+def test_an_earlier_canvas_of_the_same_slice_is_a_redraw_not_a_late_drawing():
+    from core.annotate import canvas_key, late_drawings
+
+    box = {"objects": [{"type": "LabeledRect", "left": 10, "top": 10, "width": 50, "height": 40}]}
+    state = {canvas_key("v", 4, 0): {"drawing": {"raw": box}}}  # the canvas before "Delete box"
+    assert late_drawings(state, "v", canvas_key("v", 4, 1)) == []

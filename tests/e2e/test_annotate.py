@@ -44,7 +44,7 @@ def test_annotate_page_buttons_use_the_store(data_root, tmp_path):
     _write_case(data_root)
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
-    assert at.number_input(key="annotate_z").value == N_SLICES // 2
+    assert at.session_state["annotate_z"] == N_SLICES // 2
     at.button(key="annotate_propose").click().run()
     store = BoxStore(tmp_path / "annotations" / "lung_bbox.csv")
     assert len(store) == 1 and store.rows()[0]["Annotator"] == "auto"
@@ -56,7 +56,7 @@ def test_annotate_page_buttons_use_the_store(data_root, tmp_path):
     at.button(key="annotate_delete").click().run()
     assert len(store) == 0 and "No box on this slice" in _texts(at)
     at.button(key="annotate_next_empty").click().run()
-    assert at.number_input(key="annotate_z").value == N_SLICES // 2 + 1
+    assert at.session_state["annotate_z"] == N_SLICES // 2 + 1
 
 
 def test_broken_csv_is_reported_not_overwritten(data_root, tmp_path):
@@ -137,7 +137,7 @@ def test_a_drawing_that_arrives_from_the_previous_slices_canvas_is_saved_there(d
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     z = N_SLICES // 2
     at.button(key="annotate_next").click().run()
-    assert at.number_input(key="annotate_z").value == z + 1 and len(store) == 0
+    assert at.session_state["annotate_z"] == z + 1 and len(store) == 0
     late = {"objects": [{"type": "LabeledRect", "left": 100, "top": 80, "width": 300, "height": 250}]}
     at.session_state[canvas_key(volume.volume_id, z, 0)] = {"drawing": {"raw": late, "data": None}}
     at.run()

@@ -10,6 +10,7 @@ that the canvas never moves while the page reruns, and that each slice's box is 
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def test_box_dragged_right_after_next_is_always_saved(page, tmp_path):
                 # The progress text names the new slice before the new canvas arrives: until then the
                 # previous slice's canvas is still the one on screen, so wait for it to be gone.
                 previous = _canvas(page).element_handle()
-                page.get_by_role("button", name="Next ▶", exact=True).click()
+                page.get_by_role("button", name=re.compile(r"^Next ▶")).click()
                 page.wait_for_function("el => !el.isConnected", arg=previous, polling="raf")
             page.get_by_text(f"Slice {z + 1} of {N_SLICES} ·").wait_for()
             page.wait_for_function(SETTLED, polling="raf")

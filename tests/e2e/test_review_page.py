@@ -203,7 +203,7 @@ def test_annotate_confirm_proposal_and_root_progress(data_root, tmp_path):
     _write_case(data_root, "case1", 4, "P-1")
     at = AppTest.from_file(ANNOTATE, default_timeout=60).run()
     at.text_input(key="annotator").set_value("dr_x").run()
-    z = at.number_input(key="annotate_z").value
+    z = at.session_state["annotate_z"]
     assert at.button(key="annotate_confirm").disabled
     at.button(key="annotate_propose").click().run()
     store = _store(tmp_path)
@@ -220,7 +220,7 @@ def test_annotate_confirm_proposal_and_root_progress(data_root, tmp_path):
     at.button(key="annotate_confirm_next").click().run()
     assert not at.exception
     assert store.get(volume.slice_ids[z + 1])["Annotator"] == "dr_x"
-    assert at.number_input(key="annotate_z").value == z + 2
+    assert at.session_state["annotate_z"] == z + 2
     assert "2 confirmed proposal(s)" in _texts(at)
 
 
@@ -233,7 +233,7 @@ def test_annotate_opens_the_requested_slice(data_root, tmp_path):
     at.run()
     assert not at.exception
     assert at.selectbox(key="annotate_volume").value.startswith("ct/case1")
-    assert at.number_input(key="annotate_z").value == 2
+    assert at.session_state["annotate_z"] == 2
     at.session_state["annotate_request"] = {"path": str(data_root / "elsewhere"), "volume": "x", "slice": 1}
     at.run()
     assert "not under" in at.warning[0].value
