@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,11 @@ def read_raster(path: str | Path) -> Volume:
     path = Path(path)
     regular_file(path)
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            # the pixel limit is checked below from the header; PIL's own warning would only repeat it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img_cm = Image.open(path)
+        with img_cm as img:
             check_pixels(path, *img.size)  # from the header, before any pixel is decoded
             img = ImageOps.exif_transpose(img)
             img.load()
