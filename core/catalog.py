@@ -81,11 +81,19 @@ def _relative(path: Path, root: Path) -> str:
 def list_volumes(root: Path, problems: list[str] | None = None) -> list[VolumeEntry]:
     """The loadable things under `root` (core.io.find_volumes), with a kind and a relative name.
 
+    Only what resolves under `root` (symlinks followed) is listed; the rest goes to `problems`.
     DICOM series come first (what a reader opens most), the rest keep `find_volumes` order.
     """
+    from core.confine import is_within
     from core.io import find_volumes
 
-    entries = [VolumeEntry(p, _relative(p, root), volume_kind(p)) for p in find_volumes(root, problems)]
+    entries = []
+    for p in find_volumes(root, problems):
+        if not is_within(p, root):  # a link inside the data root pointing elsewhere
+            if problems is not None:
+                problems.append(f"{p}: skipped, it links outside the data root {root}")
+            continue
+        entries.append(VolumeEntry(p, _relative(p, root), volume_kind(p)))
     return sorted(entries, key=lambda e: e.kind != "DICOM series")
 
 

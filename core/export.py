@@ -192,13 +192,17 @@ def coco_dict(pairs: list[tuple[dict, SliceRef]]) -> dict:
             "categories": [{"id": 1, "name": "lungs", "supercategory": "anatomy"}]}
 
 
-def export_annotations(store: BoxStore, data_root: str | Path, out_dir: str | Path) -> dict[str, Path | list]:
+def export_annotations(store: BoxStore, data_root: str | Path, out_dir: str | Path, *,
+                       roots: Iterable[str | Path] | None = None) -> dict[str, Path | list]:
     """Write `lung_bbox.csv`, `train.csv` and `coco.json` into `out_dir`.
 
     Returns the paths and, under "missing", the rows whose slice could not be found under the
-    data root (they are in lung_bbox.csv but not in train.csv / coco.json).
+    data root (they are in lung_bbox.csv but not in train.csv / coco.json). With `roots` (a path
+    a user typed), `out_dir` must lie under one of them (core.confine; PathOutsideRootError).
     """
-    out = Path(out_dir)
+    from core.confine import confine
+
+    out = confine(out_dir, roots) if roots is not None else Path(out_dir)
     rows = store.rows()
     bbox_csv = _write_csv(out / "lung_bbox.csv", COLUMNS,
                           ([r[c] for c in COLUMNS] for r in rows))
