@@ -10,6 +10,7 @@ import streamlit as st
 from core import annotation_review as review
 from core import settings
 from core.annotations import BoxStore
+from core.confine import allowed_roots, confine
 from core.errors import SlicewiseError
 from core.export import VolumeLocator, export_annotations
 from pages._ui.loaders import data_root
@@ -139,9 +140,9 @@ def _export_section(root: str, store: BoxStore) -> None:
                              "path) and coco.json are written here")
     if st.button("Export", key="review_export", disabled=len(store) == 0):
         try:
-            result = export_annotations(store, root, out)
+            result = export_annotations(store, root, out, roots=allowed_roots(root))
         except (SlicewiseError, OSError) as exc:
-            st.error(f"Export to {out} failed: {exc}")
+            st.error(f"Export refused or failed: {exc}")
         else:
             st.session_state["review_exported"] = {k: str(v) for k, v in result.items() if k != "missing"}
             st.session_state["review_export_missing"] = list(result["missing"])
@@ -220,11 +221,12 @@ def _run_prepare(root: str, out: str, size: int, val: float, seed: int) -> None:
         bar.progress(state["done"], text=message)
 
     try:
-        prepared = prepare_lung_dataset(settings.annotations_path(), root, out, val_fraction=val, size=size,
-                                        seed=seed, progress=progress)
+        target = confine(out, allowed_roots(root))  # a typed folder: only under the data / runs root
+        prepared = prepare_lung_dataset(settings.annotations_path(), root, target, val_fraction=val,
+                                        size=size, seed=seed, progress=progress)
     except (SlicewiseError, OSError) as exc:
         bar.empty()
-        st.error(f"Prepare failed: {exc}")
+        st.error(f"Prepare refused or failed: {exc}")
         return
     bar.progress(1.0, text=f"Done: {prepared}")
     st.session_state["review_prepared"] = {**(review.prepared_stats(prepared) or {}), "out": str(prepared)}
