@@ -118,3 +118,17 @@ def test_catalog_skips_volumes_that_link_outside(roots):
     catalog = summarise(data, runs_root=runs, annotations=data / "none.csv")
     assert [v.name for v in catalog.volumes] == ["mine.nii.gz"]
     assert any("secret.nii.gz" in p and "outside" in p for p in catalog.problems)
+
+
+def test_locator_refuses_volume_ids_that_walk_out_and_skips_fifos(roots):
+    from core.errors import VolumeReadError
+    from core.export import VolumeLocator
+
+    data, _, outside = roots
+    write_nifti(np.zeros((3, 4, 5), np.float32), outside / "secret.nii.gz")
+    os.mkfifo(data / "pipe.dcm")  # opening it would block forever
+    os.symlink("/dev/zero", data / "zero.dcm")
+    locator = VolumeLocator(data)
+    assert locator.dicom_slices() == {}
+    with pytest.raises(VolumeReadError, match="outside the data root"):
+        locator.volume_path("../outside/secret.nii.gz")
