@@ -87,3 +87,29 @@ def test_annotations_page_refuses_prepare_outside(data_root, outside):
     assert not at.exception
     assert any("outside" in e.value for e in at.error)
     assert not (outside / "prepared").exists()
+
+
+@pytest.mark.parametrize("error", ["slicewise", "unexpected"])
+def test_a_page_error_is_one_line_without_a_traceback(data_root, monkeypatch, tmp_path, error):
+    """app.py's guard: a SlicewiseError shows its one-line message; anything else a plain sentence,
+    the traceback going to <runs root>/logs/app.log, never to the page."""
+    import core.catalog
+    from core.errors import SlicewiseError
+
+    def broken(*args, **kwargs):
+        if error == "slicewise":
+            raise SlicewiseError("/data/x.nii: cannot be read (disk on fire)\nsecond line")
+        raise RuntimeError("boom in /srv/secret/internal.py")
+
+    monkeypatch.setattr(core.catalog, "summarise", broken)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
+    assert not at.exception
+    assert len(at.error) == 1
+    text = at.error[0].value
+    assert "\n" not in text and "Traceback" not in text
+    if error == "slicewise":
+        assert text == "/data/x.nii: cannot be read (disk on fire)"
+    else:
+        assert "/srv/secret" not in text and "RuntimeError" in text
+        log = tmp_path / "runs" / "logs" / "app.log"
+        assert "boom in /srv/secret/internal.py" in log.read_text()
