@@ -142,7 +142,7 @@ def _export_section(root: str, store: BoxStore) -> None:
         try:
             result = export_annotations(store, root, out, roots=allowed_roots(root))
         except (SlicewiseError, OSError) as exc:
-            st.error(f"Export refused or failed: {exc}")
+            st.error(f"Export to {out} failed: {exc}")
         else:
             st.session_state["review_exported"] = {k: str(v) for k, v in result.items() if k != "missing"}
             st.session_state["review_export_missing"] = list(result["missing"])
@@ -226,7 +226,7 @@ def _run_prepare(root: str, out: str, size: int, val: float, seed: int) -> None:
                                         size=size, seed=seed, progress=progress)
     except (SlicewiseError, OSError) as exc:
         bar.empty()
-        st.error(f"Prepare refused or failed: {exc}")
+        st.error(f"Prepare failed: {exc}")
         return
     bar.progress(1.0, text=f"Done: {prepared}")
     st.session_state["review_prepared"] = {**(review.prepared_stats(prepared) or {}), "out": str(prepared)}
