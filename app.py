@@ -37,7 +37,48 @@ PAGES = [
     st.Page("pages/predict.py", title="Predict & review", icon="📈"),
 ]
 
+USER_KEY = "auth_user"
+
+
+def require_login() -> None:
+    """When the server is shared (or SLICEWISE_REQUIRE_LOGIN=1): a login form until a user of
+    core.auth's users file logs in; the annotator is then that user, whatever is typed elsewhere."""
+    from core import auth
+
+    if not auth.login_required(st.get_option("server.address")):
+        return
+    user = st.session_state.get(USER_KEY)
+    if user:
+        st.session_state["annotator"] = user  # before any page's widget: the recorded annotator
+        with st.sidebar:
+            st.caption(f"Logged in as **{user}**")
+            if st.button("Log out", key="auth_logout"):
+                for key in (USER_KEY, "annotator"):
+                    st.session_state.pop(key, None)
+                st.rerun()
+        return
+    st.title("Slicewise")
+    st.write("This server is shared: log in to continue.")
+    with st.form("login"):
+        name = st.text_input("User", key="login_user")
+        password = st.text_input("Password", type="password", key="login_password")
+        submitted = st.form_submit_button("Log in")
+    if submitted:
+        try:
+            ok = auth.verify(name, password)
+        except SlicewiseError:
+            ok = False
+        if ok:
+            st.session_state[USER_KEY] = name.strip()
+            st.rerun()
+        st.error("Wrong user name or password.", icon="🚫")
+    if not auth.load_users():
+        st.info("No user yet: the administrator adds one with `python -m core.auth add NAME`.")
+    st.stop()
+
+
 try:
+    require_login()
     st.navigation(PAGES).run()
 except SlicewiseError as exc:  # what went wrong and which file: one line, no traceback
     log_exception(exc)
