@@ -401,8 +401,11 @@ class BoxStore:
 
     def _commit(self, rows: dict[str, dict], entries: list[dict]) -> None:
         """Pending log entries, then the CSV (the commit point), then the commit marker."""
-        existed = self.log_path.exists()
-        size0 = self._log_size()
+        try:
+            existed = os.path.lexists(self.log_path)
+            size0 = self._log_size()
+        except OSError as exc:
+            raise _io_error(self.log_path, exc, "read the change log") from exc
         try:
             self._append_log([{**e, "pending": True} for e in entries])
             self._write_rows(rows)
