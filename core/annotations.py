@@ -9,6 +9,16 @@ leaves the previous valid file. A CSV that someone broke by hand raises
 
 Every change is appended to a change log beside the CSV (`<stem>.changes.jsonl`), written
 under the same lock; `undo()` / `redo()` replay it.
+
+The CSV and its log commit as one unit. A write (under the lock) first appends its log entries
+marked `"pending": true` and fsyncs them, then replaces the CSV (the commit point), then appends a
+commit marker `{"commit": <batch>}`. A pending batch without a marker can only be the last one in
+the log (every write repairs the tail first): it counts as done exactly when the CSV shows its
+change. Repair (on open when the lock is free, and before every write) confirms such a batch by
+appending its marker, or drops it (truncates the log back) when the CSV does not show it, and cuts a
+torn last line. `history()` applies the same rule read-only, so it sees every change the CSV shows
+even before a repair. Any OSError while writing (a full disk, a read-only folder) raises
+`AnnotationIOError` naming the file, after the log was truncated back: a failed call changes nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +51,36 @@ class InvalidBoxError(SlicewiseError, ValueError):
 
 class AnnotationLockError(SlicewiseError):
     """The annotation file stayed locked by another writer for too long."""
+
+
+class AnnotationIOError(SlicewiseError):
+    """The annotation CSV or its change log could not be read or written (disk full, permissions)."""
+
+
+def _io_error(path: Path, exc: OSError, doing: str) -> AnnotationIOError:
+    why = exc.strerror or exc.__class__.__name__
+    return AnnotationIOError(f"{path}: could not {doing} ({why}); nothing was changed")
+
+
+def _is_marker(entry: object) -> bool:
+    return isinstance(entry, dict) and "commit" in entry and "action" not in entry
+
+
+def _same(a: Mapping | None, b: Mapping | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    try:
+        return _format_row(a) == _format_row(b)
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _shows(rows: Mapping[str, Mapping], batch: list[dict]) -> bool:
+    """True when the CSV rows show every change of the batch (the last change of each slice)."""
+    final: dict[str, Mapping | None] = {}
+    for entry in batch:
+        final[str(entry.get("image"))] = entry.get("new")
+    return bool(final) and all(_same(rows.get(image), new) for image, new in final.items())
 
 
 def utc_now() -> str:
@@ -142,6 +182,7 @@ class BoxStore:
         self._lock = FileLock(str(self.lock_path), timeout=lock_timeout)
         self._cache_key: tuple | None = None
         self._cache: dict[str, dict] = {}
+        self._repair_if_free()
 
     # ----------------------------------------------------------------- reading
     def _stat_key(self) -> tuple | None:
@@ -149,6 +190,8 @@ class BoxStore:
             st = self.path.stat()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise AnnotationIOError(f"{self.path}: cannot be read ({exc.strerror or exc})") from exc
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _load(self) -> dict[str, dict]:
@@ -164,6 +207,8 @@ class BoxStore:
                 raise AnnotationFormatError(f"{self.path}: not UTF-8 text ({exc})") from exc
             except FileNotFoundError:
                 return {}
+            except OSError as exc:
+                raise AnnotationIOError(f"{self.path}: cannot be read ({exc.strerror or exc})") from exc
             self._cache = parse_csv_text(text, self.path)
             self._cache_key = key
         return self._cache
@@ -200,10 +245,116 @@ class BoxStore:
                 f"{self.path}: locked by another writer for more than {self._lock.timeout:.0f} s "
                 f"(lock file {self.lock_path})"
             ) from exc
+        except OSError as exc:
+            raise _io_error(self.lock_path, exc, "take the write lock") from exc
+
+    # ------------------------------------------------------- log consistency
+    def _log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _log_tail(self) -> tuple[int, int, list[dict]]:
+        """Read the log backwards from its end. Returns (end of the last complete line, start of
+        the trailing pending batch that has no commit marker, that batch's entries)."""
+        try:
+            handle = open(self.log_path, "rb")
+        except FileNotFoundError:
+            return 0, 0, []
+        with handle:
+            size = handle.seek(0, os.SEEK_END)
+            block, start, buf = 1 << 16, size, b""
+            while True:
+                new_start = max(0, start - block)
+                handle.seek(new_start)
+                buf = handle.read(start - new_start) + buf
+                start = new_start
+                complete_end = start + buf.rfind(b"\n") + 1 if b"\n" in buf else start
+                if start > 0 and b"\n" not in buf:
+                    block *= 2
+                    continue
+                # complete lines inside buf (the first one is partial unless buf starts the file)
+                body = buf[: complete_end - start]
+                lines, offsets, pos = [], [], 0
+                for line in body.split(b"\n")[:-1]:
+                    offsets.append(start + pos)
+                    lines.append(line)
+                    pos += len(line) + 1
+                first = 0 if start == 0 else 1
+                group: list[dict] = []
+                group_start = complete_end
+                boundary = False
+                for i in range(len(lines) - 1, first - 1, -1):
+                    try:
+                        entry = json.loads(lines[i])
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        entry = None
+                    if (isinstance(entry, dict) and entry.get("pending") is True
+                            and (not group or entry.get("batch") == group[0].get("batch"))):
+                        group.insert(0, entry)
+                        group_start = offsets[i]
+                        continue
+                    boundary = True
+                    break
+                if boundary or start == 0:
+                    return complete_end, group_start, group
+                block *= 2
+
+    def _repair_locked(self, rows: Mapping[str, Mapping] | None = None) -> None:
+        """Under the lock: confirm or drop a trailing pending batch, cut a torn last line."""
+        try:
+            size = self._log_size()
+            if size == 0:
+                return
+            complete_end, group_start, group = self._log_tail()
+            if not group and complete_end == size:
+                return
+            if group:
+                if rows is None:
+                    rows = self._load()
+                if _shows(rows, group):
+                    if complete_end != size:
+                        os.truncate(self.log_path, complete_end)
+                    self._append_log([{"commit": group[0].get("batch"), "time": utc_now()}])
+                    return
+                os.truncate(self.log_path, group_start)
+            else:
+                os.truncate(self.log_path, complete_end)
+        except OSError as exc:
+            raise _io_error(self.log_path, exc, "repair the change log") from exc
+
+    def _repair_if_free(self) -> None:
+        """On open: repair the log if it needs it and no writer holds the lock (else leave it:
+        `history()` resolves a pending batch read-only and the next write repairs it)."""
+        try:
+            size = self._log_size()
+            if size == 0:
+                return
+            complete_end, _, group = self._log_tail()
+            if not group and complete_end == size:
+                return
+            self._lock.acquire(timeout=0)
+        except (OSError, Timeout):
+            return
+        try:
+            self._repair_locked()
+        except SlicewiseError:
+            pass  # a broken CSV or a full disk: reported by the next read or write
+        finally:
+            self._lock.release()
+
+    def repair(self) -> None:
+        """Bring the CSV and its change log into agreement (see the module docstring)."""
+        with self._acquire():
+            self._repair_locked()
 
     def _write_rows(self, rows: dict[str, dict]) -> None:
         for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            stale.unlink(missing_ok=True)  # left by a writer killed mid-write; we hold the lock
+            try:
+                stale.unlink(missing_ok=True)  # left by a writer killed mid-write; we hold the lock
+            except OSError:
+                pass
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(COLUMNS)
@@ -229,6 +380,7 @@ class BoxStore:
                extra: dict | None = None) -> list[dict]:
         """Under the lock: read, apply {image: new row or None}, write, log. Returns log entries."""
         with self._acquire():
+            self._repair_locked()
             # The cache is keyed by (inode, mtime_ns, size) and every write replaces the inode, so
             # a cache hit here means no other process wrote since we last read.
             rows = dict(self._load())
@@ -244,9 +396,33 @@ class BoxStore:
                 entries.append({"time": now, "batch": batch, "annotator": annotator, "action": action,
                                 "image": image, "old": old, "new": new, **(extra or {})})
             if entries:
-                self._write_rows(rows)
-                self._append_log(entries)
+                self._commit(rows, entries)
             return entries
+
+    def _commit(self, rows: dict[str, dict], entries: list[dict]) -> None:
+        """Pending log entries, then the CSV (the commit point), then the commit marker."""
+        try:
+            existed = os.path.lexists(self.log_path)
+            size0 = self._log_size()
+        except OSError as exc:
+            raise _io_error(self.log_path, exc, "read the change log") from exc
+        try:
+            self._append_log([{**e, "pending": True} for e in entries])
+            self._write_rows(rows)
+        except OSError as exc:
+            try:
+                if existed:
+                    os.truncate(self.log_path, size0)
+                else:
+                    self.log_path.unlink(missing_ok=True)
+            except OSError:
+                pass  # the entries stay pending; the CSV does not show them, so repair drops them
+            self._cache_key = None
+            raise _io_error(self.path, exc, "save the annotation change") from exc
+        try:
+            self._append_log([{"commit": entries[0]["batch"], "time": utc_now()}])
+        except OSError:
+            pass  # the CSV is the commit point: the next repair confirms the batch from it
 
     def _make_row(self, image_id: str, box: Mapping | tuple, volume: str, slice: int,
                   annotator: str) -> dict:
@@ -287,17 +463,48 @@ class BoxStore:
     # ----------------------------------------------------------------- history
     def history(self, image_id: str | None = None) -> list[dict]:
         """Change-log entries (oldest first), optionally of one slice. A torn last line is skipped."""
-        if not self.log_path.exists():
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+                lines = handle.readlines()
+        except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise AnnotationIOError(f"{self.log_path}: cannot be read ({exc.strerror or exc})") from exc
+        parsed = []
+        for line in lines:
+            if not line.endswith("\n"):
+                continue  # torn last line of a killed writer
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(entry, dict):
+                parsed.append(entry)
+        committed = {e["commit"] for e in parsed if _is_marker(e)}
+        parsed = [e for e in parsed if not _is_marker(e)]
+        # A pending batch without a marker counts only at the end of the log, when the CSV shows it.
+        tail: list[dict] = []
+        for entry in reversed(parsed):
+            if entry.get("pending") is True and entry.get("batch") not in committed and (
+                    not tail or entry.get("batch") == tail[0].get("batch")):
+                tail.insert(0, entry)
+            else:
+                break
+        tail_ok = False
+        if tail:
+            try:
+                tail_ok = _shows(self._load(), tail)
+            except SlicewiseError:
+                tail_ok = False
+        tail_batch = tail[0].get("batch") if tail else None
         entries = []
-        with open(self.log_path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
+        for entry in parsed:
+            if entry.get("pending") is True and entry.get("batch") not in committed:
+                if not (tail_ok and entry.get("batch") == tail_batch):
                     continue
-                if isinstance(entry, dict) and (image_id is None or entry.get("image") == image_id):
-                    entries.append(entry)
+            entry = {k: v for k, v in entry.items() if k != "pending"}
+            if image_id is None or entry.get("image") == image_id:
+                entries.append(entry)
         return entries
 
     def _stacks(self) -> tuple[list[list[dict]], list[list[dict]]]:
@@ -326,6 +533,7 @@ class BoxStore:
     def _replay(self, which: str, annotator: str) -> list[str]:
         with self._acquire():
             self._load()  # a broken CSV raises here, before anything is decided
+            self._repair_locked()
             undo_stack, redo_stack = self._stacks()
             stack = undo_stack if which == "undo" else redo_stack
             if not stack:

@@ -78,14 +78,22 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def list_volumes(root: Path) -> list[VolumeEntry]:
+def list_volumes(root: Path, problems: list[str] | None = None) -> list[VolumeEntry]:
     """The loadable things under `root` (core.io.find_volumes), with a kind and a relative name.
 
+    Only what resolves under `root` (symlinks followed) is listed; the rest goes to `problems`.
     DICOM series come first (what a reader opens most), the rest keep `find_volumes` order.
     """
+    from core.confine import is_within
     from core.io import find_volumes
 
-    entries = [VolumeEntry(p, _relative(p, root), volume_kind(p)) for p in find_volumes(root)]
+    entries = []
+    for p in find_volumes(root, problems):
+        if not is_within(p, root):  # a link inside the data root pointing elsewhere
+            if problems is not None:
+                problems.append(f"{p}: skipped, it links outside the data root {root}")
+            continue
+        entries.append(VolumeEntry(p, _relative(p, root), volume_kind(p)))
     return sorted(entries, key=lambda e: e.kind != "DICOM series")
 
 
@@ -153,13 +161,16 @@ def summarise(root: Path | str | None = None, runs_root: Path | None = None,
         catalog.annotation_rows = count_annotation_rows(annotations)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         catalog.problems.append(f"{annotations}: cannot read the annotation file ({exc})")
-    catalog.runs = list_runs(runs_root)
-    catalog.checkpoints = find_checkpoints(runs_root)
+    try:
+        catalog.runs = list_runs(runs_root)
+        catalog.checkpoints = find_checkpoints(runs_root)
+    except OSError as exc:
+        catalog.problems.append(f"{runs_root}: cannot list training runs ({exc.strerror or exc})")
     return catalog
 
 
 def _fill_volumes(catalog: Catalog) -> None:
     try:
-        catalog.volumes = list_volumes(catalog.root)
+        catalog.volumes = list_volumes(catalog.root, catalog.problems)
     except (SlicewiseError, OSError) as exc:
         catalog.problems.append(f"{catalog.root}: cannot list volumes ({exc})")

@@ -23,7 +23,7 @@ import os
 import shutil
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -250,14 +250,20 @@ def write_demo_data(
     seed: int = 0,
     progress: Callable[[str], object] = print,
     small: bool = False,
+    roots: Iterable[str | Path] | None = None,
 ) -> Path:
     """Write the demo data set under `out` (see module docstring); returns `out`.
+
+    With `roots` (a target a user chose), `out` must lie under one of them (core.confine:
+    symlinks resolved; PathOutsideRootError otherwise) before anything is created or cleared.
 
     Deterministic for a seed (pixels and masks; DICOM SOPInstanceUIDs and dates are new each
     run). `small=True` writes the same layout at toy sizes for tests. `out` must be empty, new,
     or an earlier demo folder (whose files are replaced).
     """
-    out = Path(out)
+    from core.confine import confine
+
+    out = confine(out, roots) if roots is not None else Path(out)
     sizes = SMALL if small else FULL
     started = time.perf_counter()
     _prepare_folder(out)

@@ -54,12 +54,19 @@ class ImportReport:
 
 
 def _candidate_files(root: Path) -> Iterable[Path]:
+    """Regular files under `root` that may be DICOM (FIFOs, devices, link loops and links leading out
+    of the root are skipped, never opened)."""
+    from core.confine import is_within
+    from core.io.budget import is_regular
+
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "truth")
         for name in sorted(files):
             if name.startswith(".") or Path(name).suffix.lower() in _NOT_DICOM:
                 continue
-            yield Path(folder) / name
+            path = Path(folder) / name
+            if is_regular(path) and (not path.is_symlink() or is_within(path, root)):
+                yield path
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -103,6 +110,10 @@ class VolumeLocator:
             return self._series_folder[volume_id]
         path = self.root / volume_id
         if path.exists():
+            from core.confine import is_within
+
+            if not is_within(path, self.root):  # a Volume id such as ../../etc/passwd from an edited CSV
+                raise VolumeReadError(path, f"volume {volume_id!r} lies outside the data root {self.root}")
             return path
         raise VolumeReadError(self.root / volume_id,
                               f"volume {volume_id!r} is neither a DICOM series nor a file under {self.root}")
@@ -192,13 +203,17 @@ def coco_dict(pairs: list[tuple[dict, SliceRef]]) -> dict:
             "categories": [{"id": 1, "name": "lungs", "supercategory": "anatomy"}]}
 
 
-def export_annotations(store: BoxStore, data_root: str | Path, out_dir: str | Path) -> dict[str, Path | list]:
+def export_annotations(store: BoxStore, data_root: str | Path, out_dir: str | Path, *,
+                       roots: Iterable[str | Path] | None = None) -> dict[str, Path | list]:
     """Write `lung_bbox.csv`, `train.csv` and `coco.json` into `out_dir`.
 
     Returns the paths and, under "missing", the rows whose slice could not be found under the
-    data root (they are in lung_bbox.csv but not in train.csv / coco.json).
+    data root (they are in lung_bbox.csv but not in train.csv / coco.json). With `roots` (a path
+    a user typed), `out_dir` must lie under one of them (core.confine; PathOutsideRootError).
     """
-    out = Path(out_dir)
+    from core.confine import confine
+
+    out = confine(out_dir, roots) if roots is not None else Path(out_dir)
     rows = store.rows()
     bbox_csv = _write_csv(out / "lung_bbox.csv", COLUMNS,
                           ([r[c] for c in COLUMNS] for r in rows))

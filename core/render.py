@@ -392,7 +392,13 @@ def resolve_window(choice: str, array: np.ndarray,
 
 
 def header_table(meta: Mapping[str, Any], max_items: int = 6) -> list[tuple[str, str]]:
-    """Header metadata as (name, text) rows; long lists are summarised, not dumped."""
+    """Header metadata as (name, text) rows; long lists are summarised, not dumped.
+
+    Patient-identifying fields (core.io.phi.PHI_KEYS: name, ID, birth date, accession number,
+    study date, institution...) show as hidden unless SLICEWISE_SHOW_PHI=1."""
+    from core.io.phi import redact
+
+    meta = redact(meta)
     rows = []
     for name in sorted(meta):
         value = meta[name]

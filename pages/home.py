@@ -9,6 +9,7 @@ import streamlit as st
 
 from core import settings
 from core.catalog import Catalog, summarise
+from core.confine import choose_data_root, confine, server_is_shared
 from core.errors import SlicewiseError
 from pages._ui.loaders import DATA_ROOT_KEY, data_root, list_volumes_cached, set_data_root
 from pages._ui.navigation import ensure_app_navigation
@@ -17,13 +18,21 @@ ensure_app_navigation()
 
 
 def _root_picker() -> Path:
+    """The data root: typed here on the user's own machine; on a shared server only folders under
+    the administrator's data root (SLICEWISE_DATA) are accepted (core.confine.choose_data_root)."""
+    shared = server_is_shared(st.get_option("server.address"))
     current = str(data_root())
-    chosen = st.text_input("Data root", value=current, key="home_data_root",
-                           help="Folder holding your DICOM / NIfTI / NRRD / PNG data. Every page uses it.")
+    help_text = "Folder holding your DICOM / NIfTI / NRRD / PNG data. Every page uses it."
+    if shared:
+        help_text += f" This server is shared: only folders under {settings.data_root()} are allowed."
+    chosen = st.text_input("Data root", value=current, key="home_data_root", help=help_text)
     chosen = chosen.strip() or str(settings.data_root())
     if chosen != st.session_state.get(DATA_ROOT_KEY):
-        set_data_root(chosen)
-    return Path(chosen).expanduser()
+        try:
+            set_data_root(choose_data_root(chosen, shared=shared))
+        except SlicewiseError as exc:
+            st.error(f"Data root not changed: {exc}", icon="🚫")
+    return data_root()
 
 
 def _run_action(label: str, action, root: Path) -> None:
@@ -49,13 +58,14 @@ def _actions(root: Path, catalog: Catalog) -> None:
         from core.demo import write_demo_data
 
         _run_action("Writing the demo data set…",
-                    lambda progress: write_demo_data(root / "demo", progress=progress), root)
+                    lambda progress: write_demo_data(root / "demo", progress=progress, roots=[root]), root)
     if c2.button("Download real sample CT (LIDC-IDRI-0001)", icon=":material/download:", key="home_lidc",
                  help=f"One public chest CT series (about 130 slices of 512×512), into {root / 'lidc'}"):
         from core.sample_data import fetch_lidc_sample
 
         _run_action("Downloading LIDC-IDRI-0001…",
-                    lambda progress: fetch_lidc_sample(root / "lidc", progress=progress), root)
+                    lambda progress: fetch_lidc_sample(confine(root / "lidc", [root]), progress=progress),
+                    root)
 
 
 def _contents(catalog: Catalog) -> None:

@@ -10,6 +10,7 @@ import streamlit as st
 from core import annotation_review as review
 from core import settings
 from core.annotations import BoxStore
+from core.confine import allowed_roots, confine
 from core.errors import SlicewiseError
 from core.export import VolumeLocator, export_annotations
 from pages._ui.loaders import data_root
@@ -139,7 +140,7 @@ def _export_section(root: str, store: BoxStore) -> None:
                              "path) and coco.json are written here")
     if st.button("Export", key="review_export", disabled=len(store) == 0):
         try:
-            result = export_annotations(store, root, out)
+            result = export_annotations(store, root, out, roots=allowed_roots(root))
         except (SlicewiseError, OSError) as exc:
             st.error(f"Export to {out} failed: {exc}")
         else:
@@ -220,8 +221,9 @@ def _run_prepare(root: str, out: str, size: int, val: float, seed: int) -> None:
         bar.progress(state["done"], text=message)
 
     try:
-        prepared = prepare_lung_dataset(settings.annotations_path(), root, out, val_fraction=val, size=size,
-                                        seed=seed, progress=progress)
+        target = confine(out, allowed_roots(root))  # a typed folder: only under the data / runs root
+        prepared = prepare_lung_dataset(settings.annotations_path(), root, target, val_fraction=val,
+                                        size=size, seed=seed, progress=progress)
     except (SlicewiseError, OSError) as exc:
         bar.empty()
         st.error(f"Prepare failed: {exc}")

@@ -28,6 +28,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from core.errors import VolumeReadError
 from core.io._common import spacing_report, to_grey
+from core.io.budget import check_decoded, is_regular, regular_file
 from core.volume import MODALITIES, Volume
 
 NOT_DICOM_SUFFIXES = {
@@ -88,6 +89,8 @@ def header_meta(ds: Dataset) -> dict:
 
 
 def has_dicom_magic(path: Path) -> bool:
+    if not is_regular(path):  # never open a FIFO or a device: it could block or never end
+        return False
     try:
         with open(path, "rb") as fh:
             fh.seek(128)
@@ -101,6 +104,7 @@ def read_header(path: Path, *, pixels: bool = False, tags: tuple[str, ...] | Non
 
     Raises VolumeReadError naming the file.
     """
+    regular_file(path)
     force = not has_dicom_magic(path)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=not pixels, force=force,
@@ -162,8 +166,17 @@ def _slice_header(path: Path) -> SliceHeader:
 def dicom_files_in(folder: Path) -> list[Path]:
     """Candidate DICOM files directly in `folder`: visible regular files minus known non-DICOM types."""
     out = []
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.name.startswith(".") or entry.name.upper() == "DICOMDIR" or not entry.is_file():
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        raise VolumeReadError(folder, f"folder cannot be listed ({exc.strerror or exc})") from exc
+    for entry in entries:
+        if entry.name.startswith(".") or entry.name.upper() == "DICOMDIR":
+            continue
+        try:
+            if not entry.is_file():  # follows links: FIFOs, devices, sockets, loops are skipped
+                continue
+        except OSError:
             continue
         if Path(entry.name).suffix.lower() in NOT_DICOM_SUFFIXES:
             continue
@@ -297,6 +310,7 @@ def _raw_pixels(h: SliceHeader) -> np.ndarray | None:
 def _decoded_pixels(h: SliceHeader) -> tuple[np.ndarray, float, float]:
     """Full parse and decode (compressed syntaxes, colour, LUTs): modality values, slope 1, intercept 0."""
     ds = read_header(h.path, pixels=True)
+    _check_pixel_budget(ds, h.path)
     try:
         arr = ds.pixel_array
     except Exception as exc:  # decoders raise many types (ValueError, RuntimeError, NotImplementedError)
@@ -323,6 +337,41 @@ def _modality_values(ds: Dataset, arr: np.ndarray) -> np.ndarray:
     return arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
 
 
+def _declared(ds: Dataset) -> tuple[int, int, int, int, int]:
+    """(frames, rows, columns, samples, bits allocated) as the header declares them."""
+    def num(key: str, default: int) -> int:
+        try:
+            return int(ds.get(key) or default)
+        except (TypeError, ValueError):
+            return default
+    return (num("NumberOfFrames", 1), num("Rows", 0), num("Columns", 0), num("SamplesPerPixel", 1),
+            num("BitsAllocated", 16))
+
+
+def _check_pixel_budget(ds: Dataset, path: Path) -> None:
+    """Before decoding: the declared size within the budget; native pixel data of exactly that size."""
+    frames, rows, columns, samples, bits = _declared(ds)
+    check_decoded(path, (frames, rows, columns, samples), what="DICOM image")
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or getattr(syntax, "is_compressed", True) or "PixelData" not in ds:
+        return
+    values = frames * rows * columns * samples
+    expected = values * bits // 8 if bits != 1 else -(-values // 8)
+    have = len(ds.PixelData)
+    if have < expected or have > expected + expected % 2 + 1:
+        raise VolumeReadError(
+            path, f"pixel data damaged or forged: PixelData holds {have} bytes but the header "
+            f"({frames} frame(s) of {rows} x {columns}, "
+            f"{samples} sample(s), {bits} bits) needs {expected}")
+
+
+def _check_finite(values: np.ndarray, ds: Dataset, path: Path) -> None:
+    if values.size and not np.isfinite(values).any():
+        raise VolumeReadError(
+            path, f"every pixel is out of range after rescaling (RescaleSlope {ds.get('RescaleSlope', 1)}, "
+            f"RescaleIntercept {ds.get('RescaleIntercept', 0)}): the values exceed float32")
+
+
 def _fill_slice(out: np.ndarray, z: int, h: SliceHeader) -> str | None:
     """Write slice z into `out` (modality units); returns the problem instead of raising."""
     try:
@@ -332,21 +381,25 @@ def _fill_slice(out: np.ndarray, z: int, h: SliceHeader) -> str | None:
             raw, slope, intercept = _decoded_pixels(h)
         if raw.shape != out.shape[1:]:
             return f"pixel array of shape {raw.shape}, expected {out.shape[1:]}"
-        if slope == 1.0:  # one pass: convert and shift together
-            np.add(raw, np.float32(intercept), out=out[z], casting="unsafe")
-        else:
-            np.multiply(raw, np.float32(slope), out=out[z], casting="unsafe")
-            out[z] += np.float32(intercept)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if slope == 1.0:  # one pass: convert and shift together
+                np.add(raw, np.float32(intercept), out=out[z], casting="unsafe")
+            else:
+                np.multiply(raw, np.float32(slope), out=out[z], casting="unsafe")
+                out[z] += np.float32(intercept)
     except VolumeReadError as exc:
         return exc.problem
     except OSError as exc:
         return f"cannot read ({exc})"
+    except MemoryError:
+        return "not enough memory to decode it"
     return None
 
 
 def _read_pixels(
     ordered: list[SliceHeader], folder: Path, warnings: list[str]
 ) -> tuple[np.ndarray, list[int]]:
+    check_decoded(folder, (len(ordered), ordered[0].rows, ordered[0].columns), what="series")
     out = np.empty((len(ordered), ordered[0].rows, ordered[0].columns), dtype=np.float32)
     with ThreadPoolExecutor(_WORKERS) as pool:
         problems = list(pool.map(lambda zh: _fill_slice(out, *zh), enumerate(ordered)))
@@ -392,6 +445,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
         return _single_in_folder(chosen, folder, warnings)
     ordered, dz = _sort_slices(chosen, folder, warnings)
     array, bad = _read_pixels(ordered, folder, warnings)
+    _check_finite(array, ordered[0].ds, folder)
     dropped = set(bad)
     ordered = [h for z, h in enumerate(ordered) if z not in dropped]
     return _series_volume(array, ordered, dz, folder, warnings)
@@ -501,12 +555,15 @@ def read_dicom_file(path: str | Path) -> Volume:
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         sop = ds.get("SOPClassUID")
         raise VolumeReadError(path, f"DICOM file without pixel data (SOP class {getattr(sop, 'name', sop)})")
+    _check_pixel_budget(ds, path)
     try:
         arr = ds.pixel_array
     except Exception as exc:  # decoders raise many types; name the file and the problem either way
         raise VolumeReadError(path, f"pixel data cannot be decoded ({type(exc).__name__}: {exc})") from exc
     frames = int(ds.get("NumberOfFrames") or 1)
-    values = _modality_values(ds, arr)
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = _modality_values(ds, arr)
+    _check_finite(values, ds, path)
     if frames == 1:
         values = values[np.newaxis]
     warnings: list[str] = []

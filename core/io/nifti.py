@@ -17,6 +17,7 @@ import numpy as np
 
 from core.errors import VolumeReadError
 from core.io._itk import volume_from_xyz
+from core.io.budget import check_decoded, compressed_can_hold, file_size, is_regular, regular_file
 from core.volume import Volume
 
 SUFFIXES = (".nii", ".nii.gz")
@@ -35,6 +36,8 @@ def _head(path: Path, n: int = 548) -> bytes:
 
 def is_nifti(path: Path) -> bool:
     """NIfTI-1 magic at byte 344 or NIfTI-2 magic at byte 4 (after gunzip when compressed)."""
+    if not is_regular(path):
+        return False
     try:
         head = _head(path)
     except (OSError, EOFError, zlib.error):
@@ -48,12 +51,20 @@ def _read_with_nibabel(path: Path) -> Volume:
     warnings: list[str] = []
     try:
         img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for broken files
         raise VolumeReadError(path, f"cannot be read as NIfTI: {type(exc).__name__}: {exc}") from exc
-    if data.ndim == 4:
-        warnings.append(f"{path}: 4D image with {data.shape[3]} volumes; loaded the first one only")
-        data = data[..., 0]
+    _check_budget(img, path)
+    try:
+        shape = img.shape
+        if len(shape) == 4:
+            warnings.append(f"{path}: 4D image with {shape[3]} volumes; loaded the first one only")
+            data = np.asanyarray(img.dataobj[..., 0])
+        else:
+            data = np.asanyarray(img.dataobj)
+    except MemoryError as exc:
+        raise VolumeReadError(path, "not enough memory to decode it") from exc
+    except Exception as exc:  # nibabel raises many types for broken files
+        raise VolumeReadError(path, f"cannot be read as NIfTI: {type(exc).__name__}: {exc}") from exc
     if data.ndim == 2:
         data = data[..., np.newaxis]
     if data.ndim != 3:
@@ -69,9 +80,29 @@ def _read_with_nibabel(path: Path) -> Volume:
     return volume_from_xyz(data, affine_lps, path, meta, warnings)
 
 
+def _check_budget(img, path: Path) -> None:
+    """Before any voxel is read: the declared size fits the budget and the file's real bytes."""
+    shape = tuple(int(s) for s in img.header.get_data_shape())
+    first = shape[:3] if len(shape) == 4 else shape  # only the first volume of a 4D image is decoded
+    check_decoded(path, first, what="NIfTI volume")
+    itemsize = np.dtype(img.get_data_dtype()).itemsize
+    needed = int(np.prod(shape, dtype=np.int64)) * itemsize
+    offset = int(img.header.get("vox_offset", 352) or 352)
+    with open(path, "rb") as fh:
+        compressed = fh.read(2) == b"\x1f\x8b"
+    if not compressed:
+        check_decoded(path, shape, bytes_per_value=itemsize, data_bytes_available=file_size(path) - offset,
+                      what="NIfTI volume")
+    elif needed and not compressed_can_hold(path, 0, offset + needed):
+        raise VolumeReadError(
+            path, f"the header declares {needed} bytes of voxels ({' x '.join(map(str, shape))}) "
+            "but the compressed file holds fewer: truncated or a forged header")
+
+
 def read_nifti(path: str | Path) -> Volume:
     """Load a NIfTI file as a canonical (z, y, x) float32 Volume; NaN voxels are replaced (warned)."""
     path = Path(path)
+    regular_file(path)
     if not is_nifti(path):
         raise VolumeReadError(path, "not a NIfTI file (no NIfTI magic in its header; another format?)")
     return _read_with_nibabel(path)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import VolumeReadError
 from core.io._common import file_volume_id, to_grey
+from core.io.budget import VolumeTooLargeError, check_pixels, is_regular, regular_file
 from core.volume import Volume
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -15,6 +17,8 @@ _MAGICS = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 
 
 def is_raster(path: Path) -> bool:
+    if not is_regular(path):
+        return False
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
@@ -40,12 +44,22 @@ def read_raster(path: str | Path) -> Volume:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    regular_file(path)
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            # the pixel limit is checked below from the header; PIL's own warning would only repeat it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img_cm = Image.open(path)
+        with img_cm as img:
+            check_pixels(path, *img.size)  # from the header, before any pixel is decoded
             img = ImageOps.exif_transpose(img)
             img.load()
             mode, size = img.mode, img.size
             arr, notes = _grey(img)
+    except Image.DecompressionBombError as exc:
+        raise VolumeTooLargeError(path, f"image too large to decode safely ({exc})") from exc
+    except MemoryError as exc:
+        raise VolumeTooLargeError(path, "not enough memory to decode it") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise VolumeReadError(path, f"not a readable PNG/JPEG image ({type(exc).__name__}: {exc})") from exc
     meta = {"format": "PNG" if path.suffix.lower() == ".png" else "JPEG", "mode": mode,

@@ -7,12 +7,14 @@ own error is raised: the file is that format and the message says what is wrong 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import UnsupportedFormatError, VolumeReadError
+from core.errors import SlicewiseError, UnsupportedFormatError, VolumeReadError
 from core.io import dicom, nifti, nrrd, raster
+from core.io.budget import VolumeTooLargeError, file_kind, regular_file, resolve
 from core.volume import Volume
 
 
@@ -49,12 +51,32 @@ def _refusal(path: Path, reader: Reader) -> str:
 
 
 def load_volume(path: str | Path) -> Volume:
-    """Load a file or a DICOM series folder as a Volume; raises VolumeReadError subclasses."""
+    """Load a file or a DICOM series folder as a Volume; raises VolumeReadError subclasses.
+
+    Only regular files (and folders) are opened, links resolved; every failure, including an OSError
+    or a value the Volume refuses, is a VolumeReadError naming the path."""
     path = Path(path).expanduser()
-    if not path.exists():
+    try:
+        return _load(path)
+    except VolumeReadError:
+        raise
+    except SlicewiseError as exc:
+        raise VolumeReadError(path, str(exc)) from exc
+    except MemoryError as exc:
+        raise VolumeTooLargeError(path, "not enough memory to decode it") from exc
+    except OSError as exc:
+        raise VolumeReadError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    except Exception as exc:  # a third-party decoder's own type: still name the file
+        raise VolumeReadError(path, f"cannot be read ({type(exc).__name__}: {exc})") from exc
+
+
+def _load(path: Path) -> Volume:
+    if not os.path.lexists(path):
         raise VolumeReadError(path, "no such file or folder")
-    if path.is_dir():
+    resolve(path)  # a symlink loop or a dangling link is named here
+    if file_kind(path) == "dir":
         return dicom.read_dicom_series(path)
+    regular_file(path)
     by_content = [r for r in READERS if r.sniff(path)]
     if by_content:
         return by_content[0].read(path)  # the format is certain: its error (if any) is the real problem

@@ -89,7 +89,7 @@ def test_populated_store_table_filters_and_progress(populated):
 
 def test_export_writes_the_three_files(populated, data_root, tmp_path):
     at = _app().run()
-    out = tmp_path / "export"
+    out = data_root / "export"  # typed folders must lie under the data root or runs root (core.confine)
     at.text_input(key="review_export_dir").set_value(str(out)).run()
     at.button(key="review_export").click().run()
     assert not at.exception
@@ -124,9 +124,9 @@ def test_import_of_a_file_without_box_columns_is_an_error(populated):
     assert "missing column(s) Xmin" in at.error[0].value
 
 
-def test_prepare_runs_and_shows_stats(populated, tmp_path):
+def test_prepare_runs_and_shows_stats(populated, data_root, tmp_path):
     at = _app().run()
-    out = tmp_path / "prepared"
+    out = data_root / "prepared"  # under the data root (core.confine)
     at.text_input(key="review_prepare_dir").set_value(str(out)).run()
     at.number_input(key="review_size").set_value(32).run()
     at.number_input(key="review_val_fraction").set_value(0.5).run()
@@ -144,7 +144,7 @@ def test_prepare_error_is_shown(data_root, tmp_path):
     store = _store(tmp_path)
     store.upsert("lost#0", 0.1, 0.1, 0.5, 0.5, volume="lost.nii.gz", slice=0, annotator="x")
     at = _app().run()
-    at.text_input(key="review_prepare_dir").set_value(str(tmp_path / "p")).run()
+    at.text_input(key="review_prepare_dir").set_value(str(data_root / "p")).run()
     at.button(key="review_prepare").click().run()
     assert not at.exception
     assert "Prepare failed" in at.error[0].value and "lost.nii.gz" in at.error[0].value

@@ -101,11 +101,14 @@ def split_groups(volume_groups: dict[str, str], val_fraction: float, seed: int) 
 
 
 def group_volumes(locator: VolumeLocator, by_volume: dict[str, list[dict]]) -> dict[str, str]:
-    """{volume id: "patient:<PatientID>" or "series:<volume id>"}."""
+    """{volume id: "patient:<salted hash of the PatientID>" or "series:<volume id>"}. The PatientID
+    itself is never kept: stats.json, which lists the groups, carries no patient identifier."""
+    from core.io.phi import pseudonym
+
     groups = {}
     for volume_id, rows in by_volume.items():
         patient = patient_of(locator, volume_id, rows)
-        groups[volume_id] = f"patient:{patient}" if patient else f"series:{volume_id}"
+        groups[volume_id] = f"patient:{pseudonym(patient)}" if patient else f"series:{volume_id}"
     return groups
 
 
@@ -222,7 +225,7 @@ def _finish(out: Path, table: list[dict], skipped: list[str], totals: dict, coun
              "val_volumes": sorted({r["Volume"] for r in table if r["split"] == "val"}),
              "split_by": ("a block of one patient's top slices (one patient only)"
                           if len(set(groups.values())) == 1 and counters["val"] else
-                          "patient (DICOM PatientID), else series"),
+                          "patient (salted hash of the DICOM PatientID), else series"),
              "train_groups": sorted({groups[r["Volume"]] for r in table if r["split"] == "train"}),
              "val_groups": sorted({groups[r["Volume"]] for r in table if r["split"] == "val"})}
     if counters["val"] == 0:
