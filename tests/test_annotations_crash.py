@@ -36,7 +36,7 @@ WRITER = textwrap.dedent("""
         die("before_rename")
         orig_write(self, rows)
         die("after_rename")
-    def append_log(self, entries):
+    def append_log(self, entries, *args, **kwargs):
         if entries and "commit" in entries[0] and "action" not in entries[0]:
             die("before_marker")
         elif kill_at == "torn_log" and count["n"] == kill_on:
@@ -44,7 +44,7 @@ WRITER = textwrap.dedent("""
                 h.write(b'{"time": "x", "batch": "torn", "pend')
                 h.flush()
             die("torn_log")
-        orig_log(self, entries)
+        orig_log(self, entries, *args, **kwargs)
     a.BoxStore._write_rows, a.BoxStore._append_log = write_rows, append_log
     store = a.BoxStore(path)
     print("ready", flush=True)

@@ -2,6 +2,9 @@
 
 Formats: DICOM series folders and single files (multi-frame, X-ray, compressed), NIfTI, NRRD,
 PNG/JPEG. Every failure is a `core.errors.VolumeReadError` whose message names the file.
+Readers open only regular files and refuse, before allocating, what the header declares beyond
+the input budget or beyond the file's real bytes (`core.io.budget`); detached headers may only
+name data files beside them. Patient-identifying fields are hidden for display (`core.io.phi`).
 """
 
 from core.io.discover import find_volumes
