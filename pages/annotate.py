@@ -29,6 +29,11 @@ def _store() -> BoxStore:
 
 
 def _annotator() -> str:
+    logged_in = st.session_state.get("auth_user")  # app.py's login when the server is shared
+    if logged_in:
+        st.sidebar.text_input("Annotator", value=logged_in, disabled=True, key="annotator_logged_in",
+                              help="the logged-in user; boxes are recorded under this name")
+        return str(logged_in)
     if NAME_KEY not in st.session_state:
         st.session_state[NAME_KEY] = st.query_params.get("annotator", "")
     name = st.sidebar.text_input("Annotator", key=NAME_KEY, placeholder="your name or initials")
