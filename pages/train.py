@@ -11,7 +11,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import jobs, settings
+from core import jobs, settings, train_form
 from core.errors import SlicewiseError
 from core.models import list_specs
 from pages._ui.navigation import ensure_app_navigation
@@ -28,7 +28,7 @@ specs = {spec.name: spec for spec in list_specs()}
 def _start(family: str, data: Path, values: dict, device: str) -> None:
     spec = specs[family]
     try:
-        job = jobs.submit(family, data, jobs.changed_settings(spec.defaults, values), device=device,
+        job = jobs.submit(family, data, train_form.changed_settings(spec.defaults, values), device=device,
                           runs_root=runs_root)
     except SlicewiseError as exc:
         st.session_state["train_message"] = ("error", str(exc))
@@ -37,7 +37,7 @@ def _start(family: str, data: Path, values: dict, device: str) -> None:
     st.session_state["train_job_pick"] = job.id
 
 
-def _setting_widget(field: jobs.SettingField, key: str):
+def _setting_widget(field: train_form.SettingField, key: str):
     label = field.key
     if field.kind == "choice":
         return st.selectbox(label, field.options, index=field.options.index(field.default), key=key,
@@ -58,7 +58,7 @@ def new_job_form() -> None:
     family = top[0].selectbox("Model family", list(specs), format_func=lambda n: specs[n].title or n,
                               key="train_family")
     spec = specs[family]
-    choices = jobs.candidate_datasets(family, data_root)
+    choices = train_form.candidate_datasets(family, data_root)
     if choices:
         picked = top[1].selectbox("Data set", choices, format_func=lambda c: c.label,
                                   key=f"train_data_{family}",
@@ -75,14 +75,14 @@ def new_job_form() -> None:
     if spec.description:
         st.caption(spec.description)
     presets = spec.preset_names()
-    preset = st.radio("Settings", presets, index=presets.index(jobs.default_preset(spec, devices)),
+    preset = st.radio("Settings", presets, index=presets.index(train_form.default_preset(spec, devices)),
                       horizontal=True, key=f"train_preset_{family}",
                       help="reference = the published pipeline's values (meant for a GPU)")
     with st.form(f"train_form_{family}"):
         with st.expander(f"Settings (prefilled: {preset})", expanded=False):
             columns = st.columns(4)
             values = {}
-            for i, field in enumerate(jobs.setting_fields(spec, preset=preset)):
+            for i, field in enumerate(train_form.setting_fields(spec, preset=preset)):
                 with columns[i % 4]:
                     values[field.key] = _setting_widget(field, f"train_set_{family}_{preset}_{field.key}")
         submitted = st.form_submit_button("Start training", type="primary", disabled=data is None)
@@ -125,13 +125,13 @@ def _curve(series: dict, title: str) -> go.Figure:
 
 def job_detail(job: jobs.Job) -> None:
     prog = jobs.progress(job.id, runs_root=runs_root)
-    row = jobs.job_row(job)
+    row = train_form.job_row(job)
     st.badge(job.state, color=STATE_COLOURS.get(job.state, "grey"))
     cols = st.columns(4)
     cols[0].metric("Epoch", row["epoch"])
     cols[1].metric("ETA", row["ETA"])
     cols[2].metric("Elapsed", row["elapsed"])
-    best = jobs.best_metric(job)
+    best = train_form.best_metric(job)
     cols[3].metric(f"Best {best[0]}" if best else "Best", f"{best[1]:.4g}" if best else "–",
                    help=None if best is None or best[2] else "so far; final when the run ends")
     if prog is not None and prog.fraction is not None and not job.final:
@@ -145,7 +145,7 @@ def job_detail(job: jobs.Job) -> None:
         buttons[0].button("Cancel", key=f"cancel_{job.id}", on_click=_cancel, args=(job.id,))
     if job.state in (jobs.STOPPED, jobs.ERROR) and job.kind == "train":
         buttons[1].button("Resume", key=f"resume_{job.id}", on_click=_resume, args=(job.id,))
-    losses, others = jobs.metric_series(jobs.metrics(job.id, runs_root=runs_root))
+    losses, others = train_form.metric_series(jobs.metrics(job.id, runs_root=runs_root))
     if losses or others:
         charts = st.columns(2)
         if losses:
@@ -170,7 +170,7 @@ def jobs_panel() -> None:
     if not all_jobs:
         st.info(f"No jobs yet in {runs_root}. Start one above.")
         return
-    st.dataframe([jobs.job_row(job) for job in all_jobs], hide_index=True, key="train_jobs_table")
+    st.dataframe([train_form.job_row(job) for job in all_jobs], hide_index=True, key="train_jobs_table")
     by_id = {job.id: job for job in all_jobs}
     if st.session_state.get("train_job_pick") not in by_id:
         st.session_state["train_job_pick"] = all_jobs[0].id
