@@ -141,14 +141,14 @@ def candidate_datasets(family: str, root: Path | str, max_depth: int = 3,
 def dataset_note(spec: Any, choice: DatasetChoice | None, data_root: Path) -> tuple[str, str]:
     """(level, text) the page shows under the data-set selector: what training will do with the
     pick ("info"), or why it cannot work ("error") before anything starts. The family's
-    `dataset_check(folder) -> str` (optional, on the spec) names a problem; "" means none."""
+    `spec.dataset_check(folder) -> str` (optional) names a problem; "" means none."""
     hint = getattr(spec, "dataset_hint", "") or ""
     if choice is None:
         return "warning", (f"No folder under {data_root} looks like training data for {spec.name}"
                            + (f" (expected: {hint})" if hint else "") + ". Type a folder, or create "
                            "the demo data on Home.")
-    check = getattr(spec, "dataset_check", None)
-    if callable(check):
+    check = spec.dataset_check
+    if check is not None:
         try:
             problem = str(check(Path(choice.path)) or "")
         except OSError as exc:
@@ -269,3 +269,55 @@ def series_label(name: str) -> str:
     """A curve's legend name: `train_loss` -> "train loss", `val_iou` -> "validation iou"."""
     text = re.sub(r"^val_", "validation ", re.sub(r"^train_", "train ", name))
     return text.replace("_", " ")
+
+
+# ---------------------------------------------------------------- evaluation.json
+
+
+@dataclass(frozen=True)
+class EvaluationView:
+    """What a family measured on its test split (`evaluation.json`, any family), checked and plain:
+    each part is None / empty when missing or malformed, so a page draws what there is."""
+
+    summary: dict[str, float]
+    classes: list[str] | None = None
+    matrix: list[list[float]] | None = None
+    roc: tuple[list[float], list[float], float | None] | None = None
+    cases: list[dict[str, Any]] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.summary and self.matrix is None and self.roc is None and not self.cases
+
+
+def evaluation_view(run: Path) -> EvaluationView:
+    """The run's evaluation.json (core.runs.evaluation) as an EvaluationView."""
+    raw = runs.evaluation(run)
+    summary = {str(k): float(v) for k, v in (raw.get("summary") or {}).items() if _number(v)} \
+        if isinstance(raw.get("summary"), dict) else {}
+    classes, matrix = _confusion(raw.get("confusion_matrix"))
+    cases = raw.get("cases")
+    cases = [c for c in cases if isinstance(c, dict)] if isinstance(cases, list) else None
+    return EvaluationView(summary, classes, matrix, _roc(raw.get("roc")), cases or None)
+
+
+def _confusion(value: Any) -> tuple[list[str] | None, list[list[float]] | None]:
+    if not isinstance(value, dict):
+        return None, None
+    classes, matrix = value.get("classes"), value.get("matrix")
+    if not isinstance(classes, list) or not isinstance(matrix, list) or len(matrix) != len(classes):
+        return None, None
+    if not all(isinstance(r, list) and len(r) == len(classes) and all(map(_number, r)) for r in matrix):
+        return None, None
+    return [str(c) for c in classes], [[float(v) for v in row] for row in matrix]
+
+
+def _roc(value: Any) -> tuple[list[float], list[float], float | None] | None:
+    if not isinstance(value, dict):
+        return None
+    fpr, tpr, auc = value.get("fpr"), value.get("tpr"), value.get("auc")
+    if not isinstance(fpr, list) or not isinstance(tpr, list) or len(fpr) != len(tpr) or len(fpr) < 2:
+        return None
+    if not all(map(_number, fpr)) or not all(map(_number, tpr)):
+        return None
+    return [float(v) for v in fpr], [float(v) for v in tpr], float(auc) if _number(auc) else None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import pytest
 
 from core import train_form
@@ -54,3 +57,65 @@ def test_metric_series_split_losses_from_metrics():
 def test_format_duration():
     texts = [train_form.format_duration(s) for s in (None, 5.4, 185, 7440)]
     assert texts == ["–", "5 s", "3 min 05 s", "2 h 04 min"]
+
+
+def test_best_metric_reads_engine_results_and_falls_back_to_val_loss_so_far(tmp_path):
+    from core import jobs
+
+    root = tmp_path / "runs"
+    job = jobs.submit_command([sys.executable, "-c", "pass"], runs_root=root)
+    run = root / job.id
+    (run / "metrics.jsonl").write_text('{"epoch": 0, "val_loss": 0.5}\n{"epoch": 1, "val_loss": 0.25}\n')
+    snapshot = jobs.get(job.id, runs_root=root)
+    assert train_form.best_metric(snapshot) == ("val_loss", 0.25, False)
+    assert train_form.best_metric_text(snapshot) == "val_loss 0.25 (so far)"
+    (run / "result.json").write_text(json.dumps({"best_metric": {"val_acc": 0.875}}))
+    assert train_form.best_metric_text(snapshot) == "val_acc 0.875"
+
+
+def test_evaluation_view_keeps_what_is_well_formed(tmp_path):
+    assert train_form.evaluation_view(tmp_path).empty
+    (tmp_path / "evaluation.json").write_text(json.dumps({
+        "confusion_matrix": {"classes": ["NORMAL", "PNEUMONIA"], "matrix": [[5, 1], [2, 8]]},
+        "roc": {"fpr": [0, 0.2, 1], "tpr": [0, 0.9, 1], "auc": 0.91},
+        "summary": {"accuracy": 0.8125, "note": "text is left out", "flag": True},
+        "cases": [{"case": "a", "label": "NORMAL"}, "junk"],
+    }))
+    view = train_form.evaluation_view(tmp_path)
+    assert view.classes == ["NORMAL", "PNEUMONIA"] and view.matrix == [[5.0, 1.0], [2.0, 8.0]]
+    assert view.roc == ([0.0, 0.2, 1.0], [0.0, 0.9, 1.0], 0.91)
+    assert view.summary == {"accuracy": 0.8125}
+    assert view.cases == [{"case": "a", "label": "NORMAL"}]
+    (tmp_path / "evaluation.json").write_text(json.dumps({
+        "confusion_matrix": {"classes": ["a", "b"], "matrix": [[1, 2]]}, "roc": {"fpr": [0], "tpr": [0]}}))
+    assert train_form.evaluation_view(tmp_path).empty
+
+
+def test_dataset_note_explains_the_pick_and_refuses_what_cannot_work(tmp_path, monkeypatch):
+    from core.models import get_spec
+
+    spec = get_spec("lung_localizer")
+    level, text = train_form.dataset_note(spec, None, tmp_path)
+    assert level == "warning" and "No folder under" in text and spec.dataset_hint in text
+    prepared = write_tiny_prepared(tmp_path / "prepared", n_train=2, n_val=1)
+    level, text = train_form.dataset_note(spec, train_form.DatasetChoice(prepared, "prepared"), tmp_path)
+    assert level == "info" and str(prepared) in text and spec.dataset_hint in text
+
+    root = train_form.DatasetChoice(tmp_path, "data root (its annotated slices)")
+    csv_path = tmp_path / "annotations" / "lung_bbox.csv"
+    monkeypatch.setenv("SLICEWISE_ANNOTATIONS", str(csv_path))
+    level, text = train_form.dataset_note(spec, root, tmp_path)
+    assert level == "error" and "No lung boxes annotated yet" in text
+    csv_path.parent.mkdir()
+    header = "Image,Xmin,Ymin,Xmax,Ymax,Volume,Slice,Annotator,Updated\n"
+    csv_path.write_text(header + "a#1,0.1,0.1,0.9,0.9,patient-1,1,x,t\na#2,0.1,0.1,0.9,0.9,patient-1,2,x,t\n")
+    level, text = train_form.dataset_note(spec, root, tmp_path)
+    assert level == "error" and "at least two patients" in text
+    csv_path.write_text(csv_path.read_text() + "b#1,0.1,0.1,0.9,0.9,patient-2,1,x,t\n")
+    assert train_form.dataset_note(spec, root, tmp_path)[0] == "info"
+
+
+def test_series_labels_say_train_and_validation():
+    assert train_form.series_label("train_loss") == "train loss"
+    assert train_form.series_label("val_loss") == "validation loss"
+    assert train_form.series_label("val_iou") == "validation iou"

@@ -63,3 +63,17 @@ __all__ = [
     "metrics", "new_job_id", "pid_alive", "progress", "resolve_device", "resumable", "resume",
     "slot_limit", "submit", "submit_command", "tail_log", "train_command",
 ]
+
+# The Train page's helpers moved to core.train_form; these names still resolve here for older callers.
+_FORM_NAMES = frozenset({
+    "SettingField", "setting_fields", "default_preset", "changed_settings", "DatasetChoice",
+    "candidate_datasets", "format_duration", "job_row", "best_metric", "best_metric_text", "metric_series",
+})
+
+
+def __getattr__(name: str):
+    if name in _FORM_NAMES:
+        from core import train_form  # imported on first use: train_form itself imports core.jobs
+
+        return getattr(train_form, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

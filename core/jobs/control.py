@@ -46,6 +46,7 @@ from core.jobs.files import (
 from core.settings import REPO_ROOT
 
 CANCEL_GRACE_S = 5.0
+EXIT_GRACE_S = 3.0  # how long resume waits for the processes of a final job to exit
 SUPERVISOR_MODULE = "core.jobs.supervisor"
 
 
@@ -264,7 +265,8 @@ def resume(job_id: str, settings: dict[str, Any] | None = None,
     with status_lock(path):  # one resume at a time: never two trainers in one run folder
         job = load(path)
         _check_resumable(job, settings)
-        alive = procs.job_processes(job.status)
+        # a supervisor that has just recorded the final state may still be exiting: give it a moment
+        alive = [] if procs.wait_gone(job.status, EXIT_GRACE_S) else procs.job_processes(job.status)
         if alive:
             raise JobError(f"job {job_id} still has running processes {alive}; cancel it before resuming")
         desc = read_json(path / JOB_FILE)

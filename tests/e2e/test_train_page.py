@@ -11,10 +11,13 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
 from core import jobs
@@ -55,6 +58,27 @@ def test_train_page_with_no_runs(data_root):
     assert at.number_input(key="train_set_lung_localizer_reference_max_epochs").value == 100
     assert at.selectbox(key="train_set_lung_localizer_reference_backbone").value == "resnet50"
     assert at.checkbox(key="train_set_lung_localizer_reference_augment").value is True
+
+
+def test_train_page_refuses_bad_settings_before_starting(data_root):
+    write_tiny_prepared(data_root / "lung_prepared")
+    at = _app(TRAIN_PAGE)
+    at.number_input(key="train_set_lung_localizer_quick_max_epochs").set_value(-3)
+    at.button[0].click()  # the form's "Start training"
+    at.run()
+
+    assert not at.exception
+    assert "max_epochs=-3 is out of range: max_epochs must be >= 1" in _texts(at)
+    assert jobs.list_jobs() == []
+
+
+def test_train_page_says_why_a_data_set_cannot_work_before_starting(data_root):
+    at = _app(TRAIN_PAGE)
+    data = at.selectbox(key="train_data_lung_localizer")
+    assert data.value.label == "data root (its annotated slices)"
+    assert "No lung boxes annotated yet" in "\n".join(e.value for e in at.error)
+    [start] = [b for b in at.button if b.label == "Start training"]
+    assert start.disabled
 
 
 def test_predict_page_with_no_runs(data_root):
@@ -138,20 +162,45 @@ def _shot(page, name: str) -> None:
 
 
 def _pick_option(page, label: str, option: str) -> None:
-    page.get_by_label(label, exact=True).click()
-    page.get_by_role("option", name=option, exact=True).click()
+    """Open the select labelled `label` and pick `option`. The select's list only exists while it is
+    open; a click that lands while the page is still laying out (the settings expander opening) leaves
+    it closed, so the list is checked and the click repeated."""
+    select = page.get_by_label(label, exact=True)
+    select.scroll_into_view_if_needed()
+    for _ in range(3):
+        select.click()
+        listbox = page.get_by_role("listbox", name=label, exact=True)
+        try:
+            listbox.wait_for(timeout=5_000)
+        except PlaywrightTimeout:
+            continue
+        listbox.get_by_role("option", name=option, exact=True).click()
+        break
+    else:
+        raise AssertionError(f"the {label!r} select never opened")
+    expect(select).to_contain_text(option)
+
+
+def _wait_for_epochs(job_id: str, runs_root: Path, n: int, timeout: float) -> None:
+    """Wait (bounded) until the trainer has logged `n` epochs, reading its files as the page does."""
+    deadline = time.monotonic() + timeout
+    while len(jobs.metrics(job_id, runs_root=runs_root)) < n:
+        job = jobs.get(job_id, runs_root=runs_root)
+        assert not job.final and time.monotonic() < deadline, jobs.tail_log(job_id, 40, runs_root=runs_root)
+        time.sleep(0.5)
 
 
 @pytest.mark.e2e
 @pytest.mark.train
 def test_train_page_start_follow_cancel(page, tmp_path):
     data_root = tmp_path / "data"
-    write_tiny_prepared(data_root / "lung_prepared", n_train=16)
+    write_tiny_prepared(data_root / "lung_prepared", n_train=8)
     with run_app(data_root, tmp_path) as url:
         page.goto(url)  # the app's own navigation, as a user gets there
         page.get_by_test_id("stSidebarNavLink").filter(has_text="Train").click()
         page.get_by_role("button", name="Start training").wait_for()
         page.get_by_text(re.compile(r"^Settings \(prefilled")).click()
+        page.get_by_label("max_epochs", exact=True).wait_for()  # the expander has opened
         _pick_option(page, "backbone", "resnet18")
         for key, value in (("image_size", "32"), ("batch_size", "4"), ("num_workers", "0"),
                            ("max_epochs", "200")):
@@ -166,8 +215,13 @@ def test_train_page_start_follow_cancel(page, tmp_path):
         [job] = jobs.list_jobs(tmp_path / "runs")
         assert job.settings["backbone"] == "resnet18" and job.settings["max_epochs"] == 200
         page.get_by_text("Epoch", exact=True).wait_for()
-        # the loss curve is drawn after the first epoch
-        page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=180_000)
+        # the loss curve is drawn after the first epoch: the trainer's start (importing torch) is slow on
+        # a loaded machine, so its files are waited for first (bounded), then the page gets 60 s to show it
+        _wait_for_epochs(job.id, tmp_path / "runs", 1, timeout=400)
+        loss_chart = page.get_by_test_id("stPlotlyChart").first
+        loss_chart.wait_for(timeout=60_000)
+        for words in ("train loss", "validation loss", "epoch"):  # legend and axis titles
+            expect(loss_chart).to_contain_text(words)
         # by the time the curve shows, later epochs may be running: any "epoch k of 200"
         page.get_by_text(re.compile(r"epoch \d+ of 200")).first.wait_for(timeout=60_000)
         page.get_by_test_id("stPlotlyChart").first.scroll_into_view_if_needed()
@@ -185,3 +239,4 @@ def test_train_page_start_follow_cancel(page, tmp_path):
         assert not [pid for pid in pids if alive(pid)]
         assert json.loads((job.dir / "status.json").read_text())["cancel_requested"] is True
         page.get_by_role("button", name="Resume").wait_for()
+        expect(page.get_by_text("Started job")).to_have_count(0)  # the banner went with the job
