@@ -162,23 +162,25 @@ def _shot(page, name: str) -> None:
 
 
 def _pick_option(page, label: str, option: str) -> None:
-    """Open the select labelled `label` and pick `option`. The select's list only exists while it is
-    open; a click that lands while the page is still laying out (the settings expander opening) leaves
-    it closed, so the list is checked and the click repeated."""
+    """Open the select labelled `label` and pick `option`. The options only exist while the select is
+    open; a click that lands while the page is still laying out (the settings expander opening, a
+    rerun) leaves it closed, so the click is repeated until the option shows."""
     select = page.get_by_label(label, exact=True)
-    select.scroll_into_view_if_needed()
-    for _ in range(3):
+    choice = page.get_by_role("option", name=option, exact=True)
+    for _ in range(4):
+        select.scroll_into_view_if_needed()
         select.click()
-        listbox = page.get_by_role("listbox", name=label, exact=True)
         try:
-            listbox.wait_for(timeout=5_000)
+            choice.wait_for(timeout=5_000)
         except PlaywrightTimeout:
+            page.keyboard.press("Escape")
             continue
-        listbox.get_by_role("option", name=option, exact=True).click()
+        choice.click()
         break
     else:
-        raise AssertionError(f"the {label!r} select never opened")
-    expect(select).to_contain_text(option)
+        _shot(page, f"select_{label}_closed.png")
+        raise AssertionError(f"the {label!r} select never showed {option!r}")
+    expect(select).to_have_value(option)
 
 
 def _wait_for_epochs(job_id: str, runs_root: Path, n: int, timeout: float) -> None:
