@@ -519,3 +519,12 @@ def test_loader_workers_end_with_a_killed_trainer(root, tmp_path):
     failed = wait_for(job.id, root, jobs.FINAL_STATES, timeout=30)
     assert failed.state == jobs.ERROR and "SIGKILL" in failed.reason
     assert _wait_dead(jobs.job_processes(failed.status), 5.0) == []  # the supervisor exits after the record
+
+
+def test_the_supervisor_entry_points_answer(tmp_path):
+    import subprocess
+
+    for module in ("core.jobs.supervisor", "core.jobs"):
+        result = subprocess.run([PY, "-m", module], capture_output=True, text=True, timeout=60,
+                                cwd=Path(__file__).resolve().parents[1])
+        assert result.returncode == 2 and "usage: python -m core.jobs.supervisor <job dir>" in result.stderr

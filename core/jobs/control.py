@@ -229,7 +229,8 @@ def cancel(job_id: str, runs_root: Path | str | None = None, grace_s: float = CA
     with status_lock(path):
         status = read_json(path / STATUS_FILE)
         if status.get("state") in FINAL_STATES:
-            if procs.job_processes(status):
+            # a supervisor that has just recorded the final state exits by itself; anything else is ended
+            if not procs.wait_gone(status, EXIT_GRACE_S):
                 procs.end_job_processes(status, grace_s)
                 return load(path)
             raise JobError(f"job {job_id} is already {status['state']}; nothing to cancel")
