@@ -81,6 +81,41 @@ def test_train_page_says_why_a_data_set_cannot_work_before_starting(data_root):
     assert start.disabled
 
 
+EVALUATION = {
+    "confusion_matrix": {"classes": ["NORMAL", "PNEUMONIA"], "matrix": [[5, 1], [2, 8]]},
+    "roc": {"fpr": [0.0, 0.1, 1.0], "tpr": [0.0, 0.8, 1.0], "auc": 0.9},
+    "summary": {"accuracy": 0.8125, "sensitivity": 0.8},
+    "cases": [{"case": "p1", "truth": "PNEUMONIA", "predicted": "PNEUMONIA"}],
+}
+
+
+def test_train_page_shows_a_finished_runs_evaluation(data_root):
+    """Any family's evaluation.json is drawn in the job detail: metrics, confusion matrix, ROC, cases;
+    a finished job offers no Resume and the banner of a started job is gone."""
+    runs_root = data_root.parent / "runs"
+    writer = ("import json, pathlib, sys\n"
+              "run = pathlib.Path(sys.argv[1])\n"
+              f"(run / 'evaluation.json').write_text(json.dumps({EVALUATION!r}))\n"
+              "(run / 'metrics.jsonl').write_text(json.dumps({'epoch': 0, 'train_loss': 0.7, 'val_loss': 0.6,"
+              " 'val_acc': 0.75}) + '\\n')\n")
+    job = jobs.submit_command(lambda run: [sys.executable, "-c", writer, str(run)], runs_root=runs_root)
+    assert wait_for(job.id, runs_root, jobs.FINAL_STATES).state == jobs.DONE
+
+    at = AppTest.from_file(TRAIN_PAGE, default_timeout=60)
+    at.session_state["train_started"] = job.id
+    at.run()
+
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["accuracy"] == "0.8125" and metrics["sensitivity"] == "0.8"
+    figures = [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")]
+    assert figures == ["Loss: train vs validation", "Validation metrics", "Confusion matrix", "ROC curve"]
+    assert "Started job" not in _texts(at)
+    assert not [b for b in at.button if b.label == "Resume"]
+    cases = [frame.value for frame in at.dataframe if "case" in frame.value.columns]
+    assert list(cases[0]["case"]) == ["p1"]
+
+
 def test_predict_page_with_no_runs(data_root):
     at = _app(PREDICT_PAGE)
     assert not at.exception
