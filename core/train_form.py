@@ -155,7 +155,8 @@ def dataset_note(spec: Any, choice: DatasetChoice | None, data_root: Path) -> tu
             problem = f"{choice.path}: unreadable ({exc})"
         if problem:
             return "error", problem
-    return "info", f"Trains on `{choice.path}`" + (f" — {hint}." if hint else ".")
+    return "info", f"Trains on `{choice.path}`." + (f" {spec.title or spec.name} learns from: {hint}."
+                                                     if hint else "")
 
 
 def _safe_rule(rule, folder: Path, names: set[str]) -> bool:
