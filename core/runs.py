@@ -61,6 +61,16 @@ def best_checkpoint(run: Path) -> Path | None:
     return max(pool, key=lambda p: p.stat().st_mtime) if pool else None
 
 
+def last_checkpoint(run: Path) -> Path | None:
+    """The checkpoint to resume from: `checkpoints/last.ckpt`, the newest state of the run. Runs written
+    before the engine kept one canonical last checkpoint may hold `last-v1.ckpt` copies: the newest of
+    them counts. None when there is none."""
+    folder = Path(run) / CHECKPOINT_DIR
+    found = [p for p in folder.glob("last*.ckpt") if p.stem == "last" or p.stem.startswith("last-v")]
+    found = [p for p in found if p.is_file()]  # a dangling link is no checkpoint
+    return max(found, key=lambda p: (p.stat().st_mtime, p.name == LAST_CHECKPOINT)) if found else None
+
+
 def require_best_checkpoint(run: Path) -> Path:
     """best_checkpoint(run), or a CheckpointError naming the folder."""
     found = best_checkpoint(run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -322,46 +323,6 @@ def test_submit_checks_family_and_data(root, tmp_path):
 
 
 @pytest.mark.train
-def test_training_job_cancel_then_resume_to_done(root, tmp_path):
-    data = write_tiny_prepared(tmp_path / "prepared")
-    job = jobs.submit("lung_localizer", data, {**TINY, "max_epochs": 200, "num_workers": 1}, device="cpu",
-                      runs_root=root)
-    assert job.family == "lung_localizer" and job.settings["device"] == "cpu"
-    assert job.command[1:4] == ["-m", "core", "train"]
-    deadline = time.monotonic() + 180
-    while not (root / job.id / "checkpoints" / "last.ckpt").is_file():  # the first epoch is saved
-        assert time.monotonic() < deadline and not jobs.get(job.id, runs_root=root).final, \
-            jobs.tail_log(job.id, 40, runs_root=root)
-        time.sleep(0.1)
-    running = jobs.get(job.id, runs_root=root)
-    tree = jobs.group_members(running.status["pgid"])  # supervisor, trainer, data-loader worker
-    assert running.state == jobs.RUNNING and len(tree) >= 3, tree
-
-    stopped = jobs.cancel(job.id, runs_root=root)
-
-    assert stopped.state == jobs.STOPPED
-    assert not [pid for pid in tree if alive(pid)]
-    done_epochs = len(jobs.metrics(job.id, runs_root=root))
-    prog = jobs.progress(job.id, runs_root=root)
-    assert prog.max_epochs == 200 and prog.epoch >= 1
-
-    resumed = jobs.resume(job.id, {"max_epochs": done_epochs + 1}, runs_root=root)
-    assert resumed.attempt == 2 and resumed.command[-1] == "--resume"
-    finished = wait_for(job.id, root, jobs.FINAL_STATES, timeout=180)
-
-    assert finished.state == jobs.DONE, jobs.tail_log(job.id, 40, runs_root=root)
-    epochs = [row["epoch"] for row in jobs.metrics(job.id, runs_root=root)]
-    assert epochs[-1] == done_epochs and epochs == sorted(epochs)  # continued, not restarted
-    assert "val_iou" in jobs.metrics(job.id, runs_root=root)[-1]
-    result = json.loads((root / job.id / "result.json").read_text())
-    assert jobs.best_checkpoint(job.id, runs_root=root) == Path(result["best_checkpoint"])
-    assert jobs.list_checkpoints(root)[0] == Path(result["best_checkpoint"])
-    assert "resumed at" in jobs.tail_log(job.id, 200, runs_root=root)
-    with pytest.raises(JobError, match="finished"):
-        jobs.resume(job.id, runs_root=root)
-
-
-@pytest.mark.train
 def test_training_on_bad_data_ends_in_error_with_the_trainers_reason(root, tmp_path, data_root):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -375,52 +336,195 @@ def test_training_on_bad_data_ends_in_error_with_the_trainers_reason(root, tmp_p
         jobs.resume(job.id, runs_root=root)
 
 
-# ---------------------------------------------------------------- helpers of the Train page
+# ---------------------------------------------------------------- supervision
 
 
-def test_setting_fields_follow_the_defaults_types():
-    from core.models import get_spec
-
-    spec = get_spec("lung_localizer")
-    fields = {f.key: f for f in jobs.setting_fields(spec)}
-    assert "device" not in fields  # offered on its own
-    assert fields["backbone"].kind == "choice" and "resnet18" in fields["backbone"].options
-    assert fields["augment"].kind == "checkbox" and fields["augment"].default is True
-    assert fields["max_epochs"].kind == "int" and fields["max_epochs"].default == 100
-    assert fields["lr"].kind == "float" and fields["lr"].step == pytest.approx(1e-5)
-    assert fields["weights_path"].kind == "text"
-    assert set(fields) == set(spec.defaults) - {"device"}
+def _wait_dead(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and [p for p in pids if alive(p)]:
+        time.sleep(0.05)
+    return [p for p in pids if alive(p)]
 
 
-def test_changed_settings_keeps_only_real_changes():
-    defaults = {"lr": 1e-4, "max_epochs": 100, "augment": True, "backbone": "resnet50"}
-    values = {"lr": 0.0001, "max_epochs": 3, "augment": True, "backbone": "resnet18"}
-    assert jobs.changed_settings(defaults, values) == {"max_epochs": 3, "backbone": "resnet18"}
-    assert jobs.changed_settings({"lr": 0.5}, {"lr": 1}) == {"lr": 1.0}
+def test_killed_supervisor_takes_its_trainer_along_and_the_job_ends_clean(root):
+    job = jobs.submit_command([PY, "-c", TREE], runs_root=root)
+    grandchild = int(wait_for_line(job.id, root, "grandchild").split()[1])
+    running = wait_for(job.id, root, {jobs.RUNNING})
+    assert alive(running.child_pid) and alive(grandchild)
+
+    os.kill(running.pid, signal.SIGKILL)  # the supervisor alone, without a word
+
+    # the trainer dies with its supervisor (parent-death signal), without anyone polling
+    assert _wait_dead([running.pid, running.child_pid], 5.0) == []
+    # reading the job ends what is left (here a grandchild) before calling it ERROR
+    listed = jobs.get(job.id, runs_root=root)
+    assert listed.state == jobs.ERROR and listed.reason.startswith("process vanished")
+    assert _wait_dead([grandchild], 5.0) == []
+    assert jobs.job_processes(listed.status) == []
 
 
-def test_candidate_datasets_find_prepared_lung_folders(tmp_path):
-    write_tiny_prepared(tmp_path / "prepared" / "a", n_train=1, n_val=1)
-    (tmp_path / "xray" / "train" / "NORMAL").mkdir(parents=True)
-    (tmp_path / "xray" / "val").mkdir()
-    (tmp_path / ".hidden").mkdir()
-    lung = jobs.candidate_datasets("lung_localizer", tmp_path)
-    assert [c.label for c in lung] == ["prepared/a", "data root (its annotated slices)"]
-    assert lung[-1].path == tmp_path
-    assert jobs.candidate_datasets("lung_localizer", tmp_path / "missing") == []
-    unknown = [c.label for c in jobs.candidate_datasets("some_new_family", tmp_path)]
-    assert unknown == [".", "prepared", "xray"]
+def _fake_train_job(root: Path, status: dict) -> str:
+    """A training job's folder as the jobs write it, with a last checkpoint, in the given state."""
+    job_id = jobs.new_job_id()
+    path = root / job_id
+    (path / "checkpoints").mkdir(parents=True)
+    (path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (path / "job.json").write_text(json.dumps({
+        "id": job_id, "kind": "train", "family": "lung_localizer", "data": str(root), "settings": {},
+        "device": "cpu", "slot": "cpu", "command": [PY, "-m", "core", "train"]}))
+    (path / "status.json").write_text(json.dumps({"attempt": 1, "updated": time.time(), **status}))
+    return job_id
 
 
-def test_metric_series_split_losses_from_metrics():
-    rows = [{"epoch": 0, "train_loss": 1.0, "val_loss": 0.9, "val_iou": 0.5, "val_iou_p10": 0.1, "lr": 1e-4,
-             "time": "t"},
-            {"epoch": 1, "train_loss": 0.5, "val_loss": None, "val_iou": 0.7}]
-    losses, others = jobs.metric_series(rows)
-    assert losses == {"train_loss": ([0, 1], [1.0, 0.5]), "val_loss": ([0], [0.9])}
-    assert others == {"val_iou": ([0, 1], [0.5, 0.7])}
+def test_resume_refuses_while_a_process_of_the_job_is_alive(root):
+    import subprocess
+
+    stray = subprocess.Popen([PY, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    try:
+        job_id = _fake_train_job(root, {"state": jobs.ERROR, "reason": "process vanished", "pid": 999999999,
+                                        "pgid": stray.pid})
+        with pytest.raises(JobError, match=rf"still has running processes \[{stray.pid}\]"):
+            jobs.resume(job_id, runs_root=root)
+        assert jobs.get(job_id, runs_root=root).state == jobs.ERROR  # nothing was started
+        # cancel ends what is left of a final job, and then resuming may start the job again
+        jobs.cancel(job_id, runs_root=root, grace_s=0.5)
+        assert _wait_dead([stray.pid], 5.0) == []
+    finally:
+        stray.kill()
+        stray.wait()
 
 
-def test_format_duration():
-    texts = [jobs.format_duration(s) for s in (None, 5.4, 185, 7440)]
-    assert texts == ["–", "5 s", "3 min 05 s", "2 h 04 min"]
+def test_resume_refuses_a_job_that_failed_on_its_data(root):
+    job_id = _fake_train_job(root, {"state": jobs.ERROR, "reason": "no annotated slices", "exit_code": 2})
+    job = jobs.get(job_id, runs_root=root)
+    assert jobs.is_data_error(job) and not jobs.resumable(job)
+    with pytest.raises(JobError, match="would fail the same way"):
+        jobs.resume(job_id, runs_root=root)
+    stopped = _fake_train_job(root, {"state": jobs.STOPPED, "reason": "cancelled"})
+    assert jobs.resumable(jobs.get(stopped, runs_root=root))
+
+
+def test_submit_refuses_settings_out_of_range_before_anything_starts(root, tmp_path):
+    for bad, words in (({"max_epochs": -3}, "max_epochs=-3 is out of range: max_epochs must be >= 1"),
+                       ({"lr": 0.0}, "lr must be > 0"), ({"val_fraction": 1.0}, "in (0, 1)"),
+                       ({"batch_size": 0}, "batch_size must be >= 1"), ({"backbone": "vgg"}, "not one of"),
+                       ({"max_epochs": "many"}, "expects int")):
+        with pytest.raises(JobError, match=re.escape(words)):
+            jobs.submit("lung_localizer", tmp_path, bad, device="cpu", runs_root=root)
+    assert not root.exists() or list(root.iterdir()) == []
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
+def _trainers(run: Path) -> list[int]:
+    """Live `python -m core train ... --out <run>` processes (the trainers of that run folder; their
+    forked data-loader workers share the command line and are left out)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"train" in argv and str(run).encode() in argv and alive(int(entry)):
+            found.append(int(entry))
+    parents = {pid: _parent(pid) for pid in found}
+    return [pid for pid, parent in parents.items() if parent is not None and parent not in parents]
+
+
+@pytest.mark.train
+def test_killed_supervisor_then_resume_twice_continues_the_epochs(root, tmp_path):
+    """kill -9 of the supervisor: no process of the job survives (loader worker included), ERROR;
+    resume starts one trainer; a second resume continues again: epochs 0..n without repeats, one
+    canonical last.ckpt holding the newest epoch."""
+    import torch
+
+    data = write_tiny_prepared(tmp_path / "prepared")
+    job = jobs.submit("lung_localizer", data, {**TINY, "max_epochs": 200, "num_workers": 1}, device="cpu",
+                      runs_root=root)
+    assert job.family == "lung_localizer" and job.settings["device"] == "cpu"
+    assert job.command[1:4] == ["-m", "core", "train"]
+    run = root / job.id
+    deadline = time.monotonic() + 180
+    while not (run / "checkpoints" / "last.ckpt").is_file():
+        assert time.monotonic() < deadline and not jobs.get(job.id, runs_root=root).final, \
+            jobs.tail_log(job.id, 40, runs_root=root)
+        time.sleep(0.1)
+    running = jobs.get(job.id, runs_root=root)
+    tree = jobs.job_processes(running.status)  # supervisor, trainer, data-loader worker
+    assert len(tree) >= 3, tree
+
+    os.kill(running.pid, signal.SIGKILL)
+
+    assert _wait_dead(tree, 5.0) == []  # before anyone reads the job
+    failed = jobs.get(job.id, runs_root=root)
+    assert failed.state == jobs.ERROR and failed.reason.startswith("process vanished")
+    assert jobs.resumable(failed)
+    done = len(jobs.metrics(job.id, runs_root=root))
+    assert done >= 1
+
+    for target in (done + 1, done + 2):
+        resumed = jobs.resume(job.id, {"max_epochs": target}, runs_root=root)
+        assert resumed.command[-1] == "--resume"
+        with pytest.raises(JobError):  # a second resume while this one runs is refused
+            jobs.resume(job.id, {"max_epochs": target}, runs_root=root)
+        while not (current := jobs.get(job.id, runs_root=root)).final:
+            trainers = _trainers(run)
+            assert len(trainers) <= 1, trainers
+            time.sleep(0.2)
+        assert current.state == jobs.DONE, jobs.tail_log(job.id, 40, runs_root=root)
+
+    epochs = [row["epoch"] for row in jobs.metrics(job.id, runs_root=root)]
+    # the epoch killed mid-way is trained again from last.ckpt; no finished epoch is repeated
+    assert epochs == list(range(done + 2)), epochs
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert not [name for name in checkpoints if name.startswith("last-")], checkpoints
+    last = run / "checkpoints" / "last.ckpt"
+    assert not last.is_symlink()  # a full checkpoint of the last epoch (0-based index below)
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == done + 1
+    result = json.loads((run / "result.json").read_text())
+    assert result["last_checkpoint"] == str(last)
+    assert "val_iou" in jobs.metrics(job.id, runs_root=root)[-1]
+    assert jobs.best_checkpoint(job.id, runs_root=root) == Path(result["best_checkpoint"])
+    assert jobs.list_checkpoints(root)[0] == Path(result["best_checkpoint"])
+    assert jobs.get(job.id, runs_root=root).attempt == 3
+    assert jobs.tail_log(job.id, 400, runs_root=root).count("resumed at") == 2
+    with pytest.raises(JobError, match="finished"):
+        jobs.resume(job.id, runs_root=root)
+
+
+@pytest.mark.train
+def test_loader_workers_end_with_a_killed_trainer(root, tmp_path):
+    data = write_tiny_prepared(tmp_path / "prepared")
+    job = jobs.submit("lung_localizer", data, {**TINY, "max_epochs": 200, "num_workers": 2}, device="cpu",
+                      runs_root=root)
+    deadline = time.monotonic() + 180
+    while True:
+        running = jobs.get(job.id, runs_root=root)
+        workers = [p for p in jobs.job_processes(running.status) if p not in (running.pid, running.child_pid)]
+        if running.state == jobs.RUNNING and len(workers) >= 2:
+            break
+        assert time.monotonic() < deadline and not running.final, jobs.tail_log(job.id, 40, runs_root=root)
+        time.sleep(0.1)
+
+    os.kill(running.child_pid, signal.SIGKILL)
+
+    assert _wait_dead(workers, 2.0) == []  # at once, not after torch's 5 s watchdog
+    failed = wait_for(job.id, root, jobs.FINAL_STATES, timeout=30)
+    assert failed.state == jobs.ERROR and "SIGKILL" in failed.reason
+    assert _wait_dead(jobs.job_processes(failed.status), 5.0) == []  # the supervisor exits after the record
+
+
+def test_the_supervisor_entry_points_answer(tmp_path):
+    import subprocess
+
+    for module in ("core.jobs.supervisor", "core.jobs"):
+        result = subprocess.run([PY, "-m", module], capture_output=True, text=True, timeout=60,
+                                cwd=Path(__file__).resolve().parents[1])
+        assert result.returncode == 2 and "usage: python -m core.jobs.supervisor <job dir>" in result.stderr

@@ -167,7 +167,7 @@ def test_without_local_weights_training_starts_from_scratch_and_says_so(tmp_path
 
 
 def test_presets_start_from_the_defaults_and_name_only_known_settings():
-    from core import jobs
+    from core import train_form
     from core.models import REFERENCE_PRESET, ModelSpec
 
     spec = get_spec("lung_localizer")
@@ -175,9 +175,9 @@ def test_presets_start_from_the_defaults_and_name_only_known_settings():
     assert spec.preset_settings(REFERENCE_PRESET) == spec.defaults
     quick = spec.preset_settings("quick")
     assert quick["backbone"] == "resnet18" and quick["lr_patience"] == spec.defaults["lr_patience"]
-    assert jobs.default_preset(spec, ["cpu"]) == "quick"
-    assert jobs.default_preset(spec, ["cuda", "cpu"]) == REFERENCE_PRESET
-    fields = {f.key: f.default for f in jobs.setting_fields(spec, preset="quick")}
+    assert train_form.default_preset(spec, ["cpu"]) == "quick"
+    assert train_form.default_preset(spec, ["cuda", "cpu"]) == REFERENCE_PRESET
+    fields = {f.key: f.default for f in train_form.setting_fields(spec, preset="quick")}
     assert fields["image_size"] == 128 and "device" not in fields
     with pytest.raises(KeyError, match="unknown preset"):
         spec.preset_settings("fast")

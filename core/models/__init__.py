@@ -104,6 +104,8 @@ class ModelSpec:
     modalities: tuple[str, ...] = ()
     dataset_rule: DatasetRule | None = None
     dataset_hint: str = ""
+    # folder -> "" when training on it can work, else why not (shown by the Train page before a start)
+    dataset_check: Callable[[Path], str] | None = None
     demo_data: Callable[..., Any] | None = None
     demo_folder: str = ""  # the folder under the demo root that demo_data writes (replaces a base step)
     monitor: str = "val_loss"

@@ -49,7 +49,7 @@ def train_from_cli(family: str, data: Path, out: Path, overrides: list[str], res
                    preset: str | None = None) -> None:
     """What `python -m core train` and the background jobs run."""
     _setup_logging()
+    settings = resolve_settings(family, Path(out), overrides, resume, preset)  # refused before torch loads
     from core.train.loop import fit
 
-    settings = resolve_settings(family, Path(out), overrides, resume, preset)
     fit(get_spec(family), Path(data), Path(out), settings, resume=resume)

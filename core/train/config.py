@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -35,10 +37,73 @@ def parse_value(key: str, text: str, default: Any) -> Any:
     return text
 
 
+# The valid range of a numeric setting, by its name, for every family (first match wins):
+# (name pattern, low, low included, high, high included); None = unbounded. A family naming its
+# settings in these words gets the check for free; a value outside is refused before training starts.
+RANGES: tuple[tuple[str, float | None, bool, float | None, bool], ...] = (
+    (r"max_epochs", 1, True, None, False),
+    (r".*_epochs?", 0, True, None, False),
+    (r"(.*_)?batch_size", 1, True, None, False),
+    (r"(.*_)?lr", 0, False, None, False),
+    (r"(.*_)?lr_factor", 0, False, 1, False),
+    (r"(.*_)?(lr_gamma|lr_decay_rate)", 0, False, 1, True),
+    (r"(.*_)?(lr_step|.*_steps)", 1, True, None, False),
+    (r"num_workers", 0, True, None, False),
+    (r"(val|test)_fraction", 0, False, 1, False),
+    (r".*_fraction", 0, False, 1, True),
+    (r"dropout", 0, True, 1, False),
+    (r"(.*_)?patience", 0, True, None, False),
+    (r"save_top_k", 1, True, None, False),
+    (r"seed", 0, True, 2**32 - 1, True),
+    (r"(.*_)?size", 1, True, None, False),
+    (r"(weight_decay|.*_std|aug_.*|.*_deg|.*_vox)", 0, True, None, False),
+)
+
+
+def setting_range(key: str) -> tuple[float | None, bool, float | None, bool] | None:
+    """(low, low included, high, high included) for a numeric setting named `key`; None: no rule."""
+    for pattern, low, low_in, high, high_in in RANGES:
+        if re.fullmatch(pattern, key):
+            return low, low_in, high, high_in
+    return None
+
+
+def range_text(key: str, value: Any = 0) -> str:
+    """`must be >= 1`, `must be in (0, 1)`, ...; "" for a setting without a rule or not a number."""
+    found = setting_range(key)
+    if found is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return ""
+    low, low_in, high, high_in = found
+    if high is None:
+        return f"must be {'>=' if low_in else '>'} {_num(low)}"
+    return f"must be in {'[' if low_in else '('}{_num(low)}, {_num(high)}{']' if high_in else ')'}"
+
+
+def _num(value: float | None) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_range(key: str, value: Any) -> None:
+    """A SettingsError naming the setting, the value and its range when the value is outside it."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SettingsError(f"setting {key}={value!r}: must be a finite number")
+    found = setting_range(key)
+    if found is None:
+        return
+    low, low_in, high, high_in = found
+    too_low = low is not None and (value < low or (value == low and not low_in))
+    too_high = high is not None and (value > high or (value == high and not high_in))
+    if too_low or too_high:
+        raise SettingsError(f"setting {key}={value!r} is out of range: {key} {range_text(key, value)}")
+
+
 def check_value(spec: ModelSpec, key: str, value: Any) -> None:
     allowed = spec.choices.get(key)
     if allowed is not None and value not in allowed:
         raise SettingsError(f"setting {key}={value!r} is not one of {', '.join(map(str, allowed))}")
+    check_range(key, value)
 
 
 def apply_overrides(

@@ -29,7 +29,9 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from core.device import choose_device, default_precision, describe, gpu_count
 from core.errors import CheckpointError
+from core.jobs.procs import end_forked_children_with_this_process
 from core.models import ModelSpec
+from core.runs import CHECKPOINT_DIR, LAST_CHECKPOINT, last_checkpoint
 from core.train import TrainingResourceError
 from core.train.config import read_json, write_json
 
@@ -42,10 +44,6 @@ def _quiet_lightning(resume: bool) -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     if resume:
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-
-
-CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"
 
 
 def _now() -> str:
@@ -210,16 +208,34 @@ class RunFiles(Callback):
         )
 
 
-def _checkpoint_callback(spec: ModelSpec, run_dir: Path, settings: dict[str, Any]) -> ModelCheckpoint:
-    return ModelCheckpoint(
+def _checkpoint_callbacks(spec: ModelSpec, run_dir: Path, settings: dict[str, Any]) -> list[ModelCheckpoint]:
+    """The best k checkpoints by the family's monitored metric, and ONE canonical `last.ckpt`.
+
+    `last.ckpt` is a full checkpoint rewritten (atomically) after every epoch: always the newest
+    state, the one a resume starts from. Lightning's own `save_last` is not used: with "link" it
+    points last.ckpt at the newest *best* checkpoint (stale after an epoch that did not improve),
+    and with its version counter a resumed run writes `last-v1.ckpt` beside a stale last.ckpt.
+    The best-k callback comes first so that last.ckpt carries its updated state.
+    """
+    best = ModelCheckpoint(
         dirpath=run_dir / CHECKPOINT_DIR,
         filename="epoch{epoch:03d}-" + spec.monitor + "{" + spec.monitor + ":.5f}",
         auto_insert_metric_name=False,
         monitor=spec.monitor,
         mode=spec.monitor_mode,
         save_top_k=int(settings.get("save_top_k", 1)),
-        save_last="link",  # last.ckpt links to the epoch's checkpoint when one was just written
+        save_last=False,
+        enable_version_counter=False,  # an epoch's file re-written on a resume replaces itself
     )
+    last = ModelCheckpoint(
+        dirpath=run_dir / CHECKPOINT_DIR,
+        filename=Path(LAST_CHECKPOINT).stem,
+        monitor=None,
+        save_top_k=1,
+        save_last=False,
+        enable_version_counter=False,
+    )
+    return [best, last]
 
 
 def _callbacks(
@@ -229,7 +245,7 @@ def _callbacks(
         SelfDescription(spec),
         EpochReseed(int(settings["seed"])),
         RunFiles(run_dir, elapsed_before),
-        _checkpoint_callback(spec, run_dir, settings),
+        *_checkpoint_callbacks(spec, run_dir, settings),
     ]
     patience = int(settings.get("early_stop_patience", 0))
     if patience > 0:
@@ -316,9 +332,10 @@ def fit(
     `extra_callbacks` (benchmarks, tests) are added to the engine's own.
     """
     run_dir = Path(run_dir)
-    last = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
-    if resume and not last.is_file():
-        raise CheckpointError(f"{last}: no checkpoint to resume from")
+    last = last_checkpoint(run_dir) if resume else None
+    if resume and last is None:
+        raise CheckpointError(f"{run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT}: no checkpoint to resume from")
+    end_forked_children_with_this_process()  # loader workers end with the trainer, even on SIGKILL
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -355,7 +372,18 @@ def fit(
         if _is_oom(exc):
             raise _oom_error(exc, settings, run_dir) from exc
         raise
+    _drop_stale_last_copies(run_dir)
     return _write_result(run_dir, spec, trainer, callbacks, time.monotonic() - started)
+
+
+def _drop_stale_last_copies(run_dir: Path) -> None:
+    """`last-v1.ckpt` copies left by runs written before the canonical last.ckpt: once last.ckpt is
+    the newest, they are stale."""
+    folder = run_dir / CHECKPOINT_DIR
+    if last_checkpoint(run_dir) != folder / LAST_CHECKPOINT:
+        return
+    for stale in folder.glob("last-v*.ckpt"):
+        stale.unlink(missing_ok=True)
 
 
 def _write_result(

@@ -11,10 +11,13 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import expect
 from streamlit.testing.v1 import AppTest
 
 from core import jobs
@@ -55,6 +58,62 @@ def test_train_page_with_no_runs(data_root):
     assert at.number_input(key="train_set_lung_localizer_reference_max_epochs").value == 100
     assert at.selectbox(key="train_set_lung_localizer_reference_backbone").value == "resnet50"
     assert at.checkbox(key="train_set_lung_localizer_reference_augment").value is True
+
+
+def test_train_page_refuses_bad_settings_before_starting(data_root):
+    write_tiny_prepared(data_root / "lung_prepared")
+    at = _app(TRAIN_PAGE)
+    at.number_input(key="train_set_lung_localizer_quick_max_epochs").set_value(-3)
+    at.button[0].click()  # the form's "Start training"
+    at.run()
+
+    assert not at.exception
+    assert "max_epochs=-3 is out of range: max_epochs must be >= 1" in _texts(at)
+    assert jobs.list_jobs() == []
+
+
+def test_train_page_says_why_a_data_set_cannot_work_before_starting(data_root):
+    at = _app(TRAIN_PAGE)
+    data = at.selectbox(key="train_data_lung_localizer")
+    assert data.value.label == "data root (its annotated slices)"
+    assert "No lung boxes annotated yet" in "\n".join(e.value for e in at.error)
+    [start] = [b for b in at.button if b.label == "Start training"]
+    assert start.disabled
+
+
+EVALUATION = {
+    "confusion_matrix": {"classes": ["NORMAL", "PNEUMONIA"], "matrix": [[5, 1], [2, 8]]},
+    "roc": {"fpr": [0.0, 0.1, 1.0], "tpr": [0.0, 0.8, 1.0], "auc": 0.9},
+    "summary": {"accuracy": 0.8125, "sensitivity": 0.8},
+    "cases": [{"case": "p1", "truth": "PNEUMONIA", "predicted": "PNEUMONIA"}],
+}
+
+
+def test_train_page_shows_a_finished_runs_evaluation(data_root):
+    """Any family's evaluation.json is drawn in the job detail: metrics, confusion matrix, ROC, cases;
+    a finished job offers no Resume and the banner of a started job is gone."""
+    runs_root = data_root.parent / "runs"
+    writer = ("import json, pathlib, sys\n"
+              "run = pathlib.Path(sys.argv[1])\n"
+              f"(run / 'evaluation.json').write_text(json.dumps({EVALUATION!r}))\n"
+              "(run / 'metrics.jsonl').write_text(json.dumps({'epoch': 0, 'train_loss': 0.7, 'val_loss': 0.6,"
+              " 'val_acc': 0.75}) + '\\n')\n")
+    job = jobs.submit_command(lambda run: [sys.executable, "-c", writer, str(run)], runs_root=runs_root)
+    assert wait_for(job.id, runs_root, jobs.FINAL_STATES).state == jobs.DONE
+
+    at = AppTest.from_file(TRAIN_PAGE, default_timeout=60)
+    at.session_state["train_started"] = job.id
+    at.run()
+
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["accuracy"] == "0.8125" and metrics["sensitivity"] == "0.8"
+    figures = [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")]
+    assert figures == ["Loss: train vs validation", "Validation metrics", "Confusion matrix", "ROC curve"]
+    assert "Started job" not in _texts(at)
+    assert not [b for b in at.button if b.label == "Resume"]
+    cases = [frame.value for frame in at.dataframe if "case" in frame.value.columns]
+    assert list(cases[0]["case"]) == ["p1"]
 
 
 def test_predict_page_with_no_runs(data_root):
@@ -138,20 +197,47 @@ def _shot(page, name: str) -> None:
 
 
 def _pick_option(page, label: str, option: str) -> None:
-    page.get_by_label(label, exact=True).click()
-    page.get_by_role("option", name=option, exact=True).click()
+    """Open the select labelled `label` and pick `option`. The options only exist while the select is
+    open; a click that lands while the page is still laying out (the settings expander opening, a
+    rerun) leaves it closed, so the click is repeated until the option shows."""
+    select = page.get_by_label(label, exact=True)
+    choice = page.get_by_role("option", name=option, exact=True)
+    for _ in range(4):
+        select.scroll_into_view_if_needed()
+        select.click()
+        try:
+            choice.wait_for(timeout=5_000)
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+            continue
+        choice.click()
+        break
+    else:
+        _shot(page, f"select_{label}_closed.png")
+        raise AssertionError(f"the {label!r} select never showed {option!r}")
+    expect(select).to_have_value(option)
+
+
+def _wait_for_epochs(job_id: str, runs_root: Path, n: int, timeout: float) -> None:
+    """Wait (bounded) until the trainer has logged `n` epochs, reading its files as the page does."""
+    deadline = time.monotonic() + timeout
+    while len(jobs.metrics(job_id, runs_root=runs_root)) < n:
+        job = jobs.get(job_id, runs_root=runs_root)
+        assert not job.final and time.monotonic() < deadline, jobs.tail_log(job_id, 40, runs_root=runs_root)
+        time.sleep(0.5)
 
 
 @pytest.mark.e2e
 @pytest.mark.train
 def test_train_page_start_follow_cancel(page, tmp_path):
     data_root = tmp_path / "data"
-    write_tiny_prepared(data_root / "lung_prepared", n_train=16)
+    write_tiny_prepared(data_root / "lung_prepared", n_train=8)
     with run_app(data_root, tmp_path) as url:
         page.goto(url)  # the app's own navigation, as a user gets there
         page.get_by_test_id("stSidebarNavLink").filter(has_text="Train").click()
         page.get_by_role("button", name="Start training").wait_for()
         page.get_by_text(re.compile(r"^Settings \(prefilled")).click()
+        page.get_by_label("max_epochs", exact=True).wait_for()  # the expander has opened
         _pick_option(page, "backbone", "resnet18")
         for key, value in (("image_size", "32"), ("batch_size", "4"), ("num_workers", "0"),
                            ("max_epochs", "200")):
@@ -166,8 +252,13 @@ def test_train_page_start_follow_cancel(page, tmp_path):
         [job] = jobs.list_jobs(tmp_path / "runs")
         assert job.settings["backbone"] == "resnet18" and job.settings["max_epochs"] == 200
         page.get_by_text("Epoch", exact=True).wait_for()
-        # the loss curve is drawn after the first epoch
-        page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=180_000)
+        # the loss curve is drawn after the first epoch: the trainer's start (importing torch) is slow on
+        # a loaded machine, so its files are waited for first (bounded), then the page gets 60 s to show it
+        _wait_for_epochs(job.id, tmp_path / "runs", 1, timeout=400)
+        loss_chart = page.get_by_test_id("stPlotlyChart").first
+        loss_chart.wait_for(timeout=60_000)
+        for words in ("train loss", "validation loss", "epoch"):  # legend and axis titles
+            expect(loss_chart).to_contain_text(words)
         # by the time the curve shows, later epochs may be running: any "epoch k of 200"
         page.get_by_text(re.compile(r"epoch \d+ of 200")).first.wait_for(timeout=60_000)
         page.get_by_test_id("stPlotlyChart").first.scroll_into_view_if_needed()
@@ -185,3 +276,4 @@ def test_train_page_start_follow_cancel(page, tmp_path):
         assert not [pid for pid in pids if alive(pid)]
         assert json.loads((job.dir / "status.json").read_text())["cancel_requested"] is True
         page.get_by_role("button", name="Resume").wait_for()
+        expect(page.get_by_text("Started job")).to_have_count(0)  # the banner went with the job

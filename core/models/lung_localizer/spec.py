@@ -48,6 +48,33 @@ def is_dataset(folder: Path, names: set) -> bool:
         "manifest.json" in names and "truth" in names)
 
 
+def dataset_problem(folder: Path) -> str:
+    """Why training on `folder` cannot work, or "": cheap checks of what the trainer would read (no
+    pixels): a prepared folder needs train and validation slices; the data root needs annotated
+    slices from at least two series (the split holds whole patients out for validation)."""
+    import csv
+
+    folder = Path(folder)
+    if (folder / "stats.json").is_file() and (folder / "boxes.csv").is_file():
+        splits = {row.get("split") for row in csv.DictReader((folder / "boxes.csv").open(newline=""))}
+        missing = [name for name in ("train", "val") if name not in splits]
+        return f"{folder / 'boxes.csv'}: no {' or '.join(missing)} slices; prepare it again from annotated " \
+            "slices of at least two patients" if missing else ""
+    if (folder / "manifest.json").is_file() and (folder / "truth").is_dir():
+        return ""  # the demo data set trains on its ground-truth boxes
+    from core.settings import annotations_path
+
+    csv_path = annotations_path()
+    if not csv_path.is_file():
+        return f"No lung boxes annotated yet ({csv_path} does not exist): draw boxes on the Annotate page, " \
+            "or pick a prepared folder or the demo data"
+    series = {row.get("Volume") for row in csv.DictReader(csv_path.open(newline="")) if row.get("Volume")}
+    if len(series) < 2:
+        return f"{csv_path}: the annotated slices come from {len(series) or 'no'} series; training needs " \
+            "at least two patients (one is held out for validation): annotate another patient's series"
+    return ""
+
+
 SPEC = register(
     ModelSpec(
         name="lung_localizer",
@@ -64,6 +91,7 @@ SPEC = register(
         review="boxes",
         modalities=("CT",),
         dataset_rule=is_dataset,
+        dataset_check=dataset_problem,
         dataset_hint="a prepared folder (python -m core prepare), the demo folder, or the data root "
         "(its annotated slices are prepared first)",
         monitor="val_loss",

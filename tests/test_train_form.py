@@ -1,0 +1,121 @@
+"""The Train page's decisions (core.train_form): the form from the spec, the data-set list, the jobs table."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from core import train_form
+from tests.test_jobs import write_tiny_prepared
+
+
+def test_setting_fields_follow_the_defaults_types():
+    from core.models import get_spec
+
+    spec = get_spec("lung_localizer")
+    fields = {f.key: f for f in train_form.setting_fields(spec)}
+    assert "device" not in fields  # offered on its own
+    assert fields["backbone"].kind == "choice" and "resnet18" in fields["backbone"].options
+    assert fields["augment"].kind == "checkbox" and fields["augment"].default is True
+    assert fields["max_epochs"].kind == "int" and fields["max_epochs"].default == 100
+    assert fields["lr"].kind == "float" and fields["lr"].step == pytest.approx(1e-5)
+    assert fields["weights_path"].kind == "text"
+    assert set(fields) == set(spec.defaults) - {"device"}
+
+
+def test_changed_settings_keeps_only_real_changes():
+    defaults = {"lr": 1e-4, "max_epochs": 100, "augment": True, "backbone": "resnet50"}
+    values = {"lr": 0.0001, "max_epochs": 3, "augment": True, "backbone": "resnet18"}
+    assert train_form.changed_settings(defaults, values) == {"max_epochs": 3, "backbone": "resnet18"}
+    assert train_form.changed_settings({"lr": 0.5}, {"lr": 1}) == {"lr": 1.0}
+
+
+def test_candidate_datasets_find_prepared_lung_folders(tmp_path):
+    write_tiny_prepared(tmp_path / "prepared" / "a", n_train=1, n_val=1)
+    (tmp_path / "xray" / "train" / "NORMAL").mkdir(parents=True)
+    (tmp_path / "xray" / "val").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    lung = train_form.candidate_datasets("lung_localizer", tmp_path)
+    assert [c.label for c in lung] == ["prepared/a", "data root (its annotated slices)"]
+    assert lung[-1].path == tmp_path
+    assert train_form.candidate_datasets("lung_localizer", tmp_path / "missing") == []
+    unknown = [c.label for c in train_form.candidate_datasets("some_new_family", tmp_path)]
+    assert unknown == [".", "prepared", "xray"]
+
+
+def test_metric_series_split_losses_from_metrics():
+    rows = [{"epoch": 0, "train_loss": 1.0, "val_loss": 0.9, "val_iou": 0.5, "val_iou_p10": 0.1, "lr": 1e-4,
+             "time": "t"},
+            {"epoch": 1, "train_loss": 0.5, "val_loss": None, "val_iou": 0.7}]
+    losses, others = train_form.metric_series(rows)
+    assert losses == {"train_loss": ([0, 1], [1.0, 0.5]), "val_loss": ([0], [0.9])}
+    assert others == {"val_iou": ([0, 1], [0.5, 0.7])}
+
+
+def test_format_duration():
+    texts = [train_form.format_duration(s) for s in (None, 5.4, 185, 7440)]
+    assert texts == ["–", "5 s", "3 min 05 s", "2 h 04 min"]
+
+
+def test_best_metric_reads_engine_results_and_falls_back_to_val_loss_so_far(tmp_path):
+    from core import jobs
+
+    root = tmp_path / "runs"
+    job = jobs.submit_command([sys.executable, "-c", "pass"], runs_root=root)
+    run = root / job.id
+    (run / "metrics.jsonl").write_text('{"epoch": 0, "val_loss": 0.5}\n{"epoch": 1, "val_loss": 0.25}\n')
+    snapshot = jobs.get(job.id, runs_root=root)
+    assert train_form.best_metric(snapshot) == ("val_loss", 0.25, False)
+    assert train_form.best_metric_text(snapshot) == "val_loss 0.25 (so far)"
+    (run / "result.json").write_text(json.dumps({"best_metric": {"val_acc": 0.875}}))
+    assert train_form.best_metric_text(snapshot) == "val_acc 0.875"
+
+
+def test_evaluation_view_keeps_what_is_well_formed(tmp_path):
+    assert train_form.evaluation_view(tmp_path).empty
+    (tmp_path / "evaluation.json").write_text(json.dumps({
+        "confusion_matrix": {"classes": ["NORMAL", "PNEUMONIA"], "matrix": [[5, 1], [2, 8]]},
+        "roc": {"fpr": [0, 0.2, 1], "tpr": [0, 0.9, 1], "auc": 0.91},
+        "summary": {"accuracy": 0.8125, "note": "text is left out", "flag": True},
+        "cases": [{"case": "a", "label": "NORMAL"}, "junk"],
+    }))
+    view = train_form.evaluation_view(tmp_path)
+    assert view.classes == ["NORMAL", "PNEUMONIA"] and view.matrix == [[5.0, 1.0], [2.0, 8.0]]
+    assert view.roc == ([0.0, 0.2, 1.0], [0.0, 0.9, 1.0], 0.91)
+    assert view.summary == {"accuracy": 0.8125}
+    assert view.cases == [{"case": "a", "label": "NORMAL"}]
+    (tmp_path / "evaluation.json").write_text(json.dumps({
+        "confusion_matrix": {"classes": ["a", "b"], "matrix": [[1, 2]]}, "roc": {"fpr": [0], "tpr": [0]}}))
+    assert train_form.evaluation_view(tmp_path).empty
+
+
+def test_dataset_note_explains_the_pick_and_refuses_what_cannot_work(tmp_path, monkeypatch):
+    from core.models import get_spec
+
+    spec = get_spec("lung_localizer")
+    level, text = train_form.dataset_note(spec, None, tmp_path)
+    assert level == "warning" and "No folder under" in text and spec.dataset_hint in text
+    prepared = write_tiny_prepared(tmp_path / "prepared", n_train=2, n_val=1)
+    level, text = train_form.dataset_note(spec, train_form.DatasetChoice(prepared, "prepared"), tmp_path)
+    assert level == "info" and str(prepared) in text and spec.dataset_hint in text
+
+    root = train_form.DatasetChoice(tmp_path, "data root (its annotated slices)")
+    csv_path = tmp_path / "annotations" / "lung_bbox.csv"
+    monkeypatch.setenv("SLICEWISE_ANNOTATIONS", str(csv_path))
+    level, text = train_form.dataset_note(spec, root, tmp_path)
+    assert level == "error" and "No lung boxes annotated yet" in text
+    csv_path.parent.mkdir()
+    header = "Image,Xmin,Ymin,Xmax,Ymax,Volume,Slice,Annotator,Updated\n"
+    csv_path.write_text(header + "a#1,0.1,0.1,0.9,0.9,patient-1,1,x,t\na#2,0.1,0.1,0.9,0.9,patient-1,2,x,t\n")
+    level, text = train_form.dataset_note(spec, root, tmp_path)
+    assert level == "error" and "at least two patients" in text
+    csv_path.write_text(csv_path.read_text() + "b#1,0.1,0.1,0.9,0.9,patient-2,1,x,t\n")
+    assert train_form.dataset_note(spec, root, tmp_path)[0] == "info"
+
+
+def test_series_labels_say_train_and_validation():
+    assert train_form.series_label("train_loss") == "train loss"
+    assert train_form.series_label("val_loss") == "validation loss"
+    assert train_form.series_label("val_iou") == "validation iou"
