@@ -16,11 +16,19 @@ from tests import toy_family
 
 @pytest.fixture
 def toy_env(monkeypatch, tmp_path):
+    import sys
+
+    import core.models
+
     monkeypatch.setenv("SLICEWISE_FAMILY_MODULES", "tests.toy_family")
     data = tmp_path / "data" / "toy_set"
     data.mkdir(parents=True)
     (data / "toy.json").write_text("{}")
-    return tmp_path
+    yield tmp_path
+    # the registry is process-wide: leave it as the other tests expect it
+    core.models._REGISTRY.pop(toy_family.FAMILY, None)
+    core.models._PLUGINS.discard("tests.toy_family")
+    sys.modules.pop("tests.toy_family", None)
 
 
 def _wait_done(job_id, root, timeout=240.0):
