@@ -1,33 +1,30 @@
-"""A client-side slice viewer (Streamlit v2 component, no iframe).
+"""A client-side slice viewer that composites in the browser (Streamlit v2 component, no iframe).
 
-Python sends the pre-rendered frames of one stack (volume x window x orientation x overlays) as
-binary payloads (a small JSON header, then PNGs back to back: see `pack_stack`; no base64 and no JSON
-of megabytes). The viewer's own payload holds only the slice it opens on, so that slice paints as
-soon as the page reaches the viewer; the rest of the stack follows in a few "feed" payloads
-(`slice_viewer_feed`, called at the end of the page run), nearest slices first, which the browser
-merges into the viewer by stack id. The browser then steps through the frames with the mouse wheel,
-the arrow / PageUp / PageDown / Home / End keys or its own slider, with no server round trip per
-step. The component reports the slice index back (debounced, so stepping never waits for a rerun)
-and a click as a `probe` trigger {row, col, index} in native pixel coordinates, which the page turns
-into an HU readout with core.render.readout.
+Python sends the image once in modality units and each overlay layer apart (see core.view_payload:
+uint16 slices deflated, masks and heatmaps as uint8 volumes, boxes as vectors); the browser windows
+the raw values through a lookup table, reslices coronal / sagittal planes from the axial slices and
+draws the layers over them. Window presets, window/level by right-button drag (OHIF / 3D Slicer:
+horizontal = width, vertical = center, shown live), layer toggles, opacity, fill/contour and colour
+map are all browser-side: no rerun, no bytes. The readout under the pointer comes from the raw values.
 
-Every payload stays identical between reruns for the same stack (the start index is pinned per
-stack), so Streamlit's message cache sends a reference instead of the frames again.
+The viewer's own payload is small: the layout, the layers' look and the opening slice, so that slice
+paints as soon as the page reaches the viewer. The rest follows in "feed" payloads (`slice_viewer_feed`,
+called at the end of the page run): the axial slices nearest the opening one first, then each layer.
+Every payload depends only on the volume (and the viewer's on the orientation), so a rerun sends
+references, not bytes. The component reports one state value, `view` (slice, window, layers),
+debounced and never during a drag, and a left click as a `probe` trigger for the server's readout.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import json
-import struct
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
 import streamlit as st
-from PIL import Image
+
+from core import view_payload
 
 HTML = """
 <div class="sw-root" tabindex="0" aria-label="slice viewer">
@@ -36,164 +33,388 @@ HTML = """
     <span class="sw-status" data-testid="sw-status"></span>
     <span class="sw-pointer" data-testid="sw-pointer"></span>
   </div>
+  <div class="sw-tools">
+    <select class="sw-preset" aria-label="window preset"></select>
+    <span class="sw-wl" data-testid="sw-wl"></span>
+  </div>
   <div class="sw-stage"><canvas class="sw-canvas" data-testid="sw-canvas"></canvas></div>
   <input class="sw-slider" data-testid="sw-slider" type="range" min="0" max="0" step="1" value="0"
          aria-label="slice">
-  <div class="sw-hint">wheel, ↑/↓, PgUp/PgDn, Home/End step slices · click for the value</div>
+  <div class="sw-layers" hidden></div>
+  <div class="sw-hint">wheel, ↑/↓, PgUp/PgDn, Home/End step slices · right-drag: window (→ width, ↓ level)
+    · click for the value</div>
 </div>
 """
 
 CSS = """
 .sw-root { outline: none; font-family: var(--st-font, sans-serif); color: var(--st-text-color, #222); }
 .sw-root:focus-visible .sw-stage { box-shadow: 0 0 0 2px var(--st-primary-color, #ff4b4b); }
-.sw-bar { display: flex; justify-content: space-between; gap: 1rem; font-size: 0.9rem;
-          font-variant-numeric: tabular-nums; margin-bottom: 0.25rem; }
+.sw-bar, .sw-tools { display: flex; justify-content: space-between; gap: 1rem; font-size: 0.9rem;
+          font-variant-numeric: tabular-nums; margin-bottom: 0.25rem; align-items: center; }
+.sw-tools { justify-content: flex-start; }
 .sw-index { font-weight: 600; }
 .sw-status { flex: 1; opacity: 0.65; }
 .sw-stage { background: #000; display: flex; justify-content: center; border-radius: 4px; }
-.sw-canvas { display: block; image-rendering: auto; cursor: crosshair; max-width: 100%; }
-.sw-root[data-waiting] .sw-canvas { opacity: 0.35; }  /* the slice named above has not arrived yet */
+.sw-canvas { display: block; image-rendering: auto; cursor: crosshair; max-width: 100%; touch-action: none; }
+.sw-root[data-waiting] .sw-canvas { opacity: 0.6; }  /* the plane named above is still filling in */
 .sw-slider { width: 100%; margin: 0.4rem 0 0.1rem 0; accent-color: var(--st-primary-color, #ff4b4b); }
+.sw-layers { display: grid; gap: 0.2rem; margin: 0.3rem 0; font-size: 0.85rem; }
+.sw-layer { display: grid; grid-template-columns: minmax(0, 1fr) 7rem auto; gap: 0.5rem;
+            align-items: center; }
+.sw-toggle { display: flex; gap: 0.35rem; align-items: center; overflow: hidden; white-space: nowrap;
+             text-overflow: ellipsis; cursor: pointer; }
+.sw-name { overflow: hidden; text-overflow: ellipsis; }
+.sw-swatch { display: inline-block; width: 0.8em; height: 0.8em; border: 3px solid; flex: none; }
+.sw-opacity { width: 7rem; accent-color: var(--st-primary-color, #ff4b4b); }
 .sw-hint { font-size: 0.75rem; opacity: 0.65; }
 """
 
 COMMON_JS = r"""
-// Viewers and the feed payloads meant for them, per target (the viewer's Streamlit key). Global, not
-// module state: the viewer and the feed are two components, so two modules.
-const REG = (window.__slicewiseViewer ||= { viewers: new Map(), feeds: new Map() });
+// Volumes (decoded slices, layer data) and viewers, shared by the viewer and its feeds: two
+// components, so two modules, one registry on window.
+const REG = (window.__slicewiseViewer2 ||= { viewers: new Map(), vols: new Map() });
 
 function clamp(v, lo, hi) { return Math.max(lo, Math.min(hi, v)); }
 
 function unpack(bytes) {
   const u8 = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
   const view = new DataView(u8.buffer, u8.byteOffset, u8.byteLength);
-  const magic = String.fromCharCode(u8[0], u8[1], u8[2], u8[3]);
-  if (magic !== "SWV1") return null;
-  const headerLength = view.getUint32(4, true);
-  const header = JSON.parse(new TextDecoder().decode(u8.subarray(8, 8 + headerLength)));
-  let offset = 8 + headerLength;
-  header.frames = header.sizes.map((size) => {
-    const part = u8.subarray(offset, offset + size);
+  if (String.fromCharCode(u8[0], u8[1], u8[2], u8[3]) !== "SWV2") return null;
+  const length = view.getUint32(4, true);
+  const header = JSON.parse(new TextDecoder().decode(u8.subarray(8, 8 + length)));
+  let offset = 8 + length;
+  header.blobs = header.sizes.map((size) => {
+    const b = u8.subarray(offset, offset + size);
     offset += size;
-    return part;
+    return b;
   });
-  if (!header.indices) header.indices = header.frames.map((_, i) => i);
   return header;
+}
+
+async function inflate(blob) {
+  const stream = new Blob([blob]).stream().pipeThrough(new DecompressionStream("deflate"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+// The volume `id` (created on first mention: a feed may arrive before its viewer).
+function volumeOf(id, shape) {
+  let vol = REG.vols.get(id);
+  if (!vol) {
+    for (const [other, v] of REG.vols) if (other !== id && !v.keep) REG.vols.delete(other);  // one held
+    vol = { id, slices: [], have: 0, started: new Set(), layers: new Map(), layerStarted: new Set() };
+    REG.vols.set(id, vol);
+  }
+  if (shape && !vol.shape) vol.shape = shape;
+  return vol;
+}
+
+function notify(volId) {
+  for (const s of REG.viewers.values()) if (s.vol && s.vol.id === volId && s.root.isConnected) s.schedule();
+}
+
+// Axial slice blob -> Uint16Array of raw values (low bytes, then high bytes, deflated).
+function addSlice(vol, i, blob) {
+  if (vol.started.has(i)) return;
+  vol.started.add(i);
+  inflate(blob).then((b) => {
+    const n = b.length >> 1, out = new Uint16Array(n);
+    for (let k = 0; k < n; k++) out[k] = b[k] | (b[n + k] << 8);
+    vol.slices[i] = out;
+    vol.have += 1;
+    notify(vol.id);
+  }).catch((e) => console.error("slice", i, e));
+}
+
+function addLayer(vol, id, blob) {
+  if (vol.layerStarted.has(id) || !blob.length) return;
+  vol.layerStarted.add(id);
+  inflate(blob).then((b) => { vol.layers.set(id, b); notify(vol.id); })
+    .catch((e) => console.error("layer", id, e));
+}
+
+function addFeed(part) {
+  const vol = volumeOf(part.volume, part.shape);
+  if (part.kind === "slices") part.indices.forEach((i, k) => addSlice(vol, i, part.blobs[k]));
+  else if (part.kind === "layer") addLayer(vol, part.id, part.blobs[0]);
+}
+"""
+
+VIEWER_JS = COMMON_JS + r"""
+const STATES = new WeakMap();
+const CMAPS = {};
+
+function ramp(name) {  // colour maps: 256 x RGB, as core.render.jet for "jet"
+  if (CMAPS[name]) return CMAPS[name];
+  const t = new Uint8Array(768);
+  for (let v = 0; v < 256; v++) {
+    const x = v / 255;
+    let rgb;
+    if (name === "hot") rgb = [clamp(3 * x, 0, 1), clamp(3 * x - 1, 0, 1), clamp(3 * x - 2, 0, 1)];
+    else if (name === "grey") rgb = [x, x, x];
+    else rgb = [clamp(1.5 - Math.abs(4 * x - 3), 0, 1), clamp(1.5 - Math.abs(4 * x - 2), 0, 1),
+                clamp(1.5 - Math.abs(4 * x - 1), 0, 1)];
+    for (let c = 0; c < 3; c++) t[3 * v + c] = Math.floor(rgb[c] * 255 + 0.5);
+  }
+  return (CMAPS[name] = t);
+}
+
+// ---- geometry: the plane of the current orientation, resliced from axial slices
+function planeSize(s) {
+  const [Z, Y, X] = s.vol.shape;
+  return s.orientation === "axial" ? [Y, X] : s.orientation === "coronal" ? [Z, X] : [Z, Y];
+}
+
+function sliceCount(s) {
+  const [Z, Y, X] = s.vol.shape;
+  return s.orientation === "axial" ? Z : s.orientation === "coronal" ? Y : X;
+}
+
+// (row, col) of the plane -> voxel [z, y, x] (core.render.to_voxel)
+function toVoxel(s, row, col) {
+  const Z = s.vol.shape[0];
+  if (s.orientation === "axial") return [s.index, row, col];
+  const z = s.flip ? Z - 1 - row : row;
+  return s.orientation === "coronal" ? [z, s.index, col] : [z, col, s.index];
+}
+
+// Plane of a (planes, Y, X) stack given as per-z arrays `get(z)`; null when a needed z is missing.
+function reslice(s, get, Ctor, planes) {
+  const [Z, Y, X] = s.vol.shape;
+  const i = s.index;
+  if (s.orientation === "axial") return planes === 1 && Z > 1 ? get(0) : get(i);
+  if (planes === 1 && Z > 1) return null;  // a single-plane layer: axial slices only
+  const [h, w] = planeSize(s);
+  const out = new Ctor(h * w);
+  let missing = 0;
+  for (let r = 0; r < h; r++) {
+    const src = get(s.flip ? Z - 1 - r : r);
+    if (!src) { missing++; continue; }
+    if (s.orientation === "coronal") out.set(src.subarray(i * X, i * X + X), r * w);
+    else for (let c = 0; c < w; c++) out[r * w + c] = src[c * X + i];
+  }
+  if (missing) s.missing = (s.missing || 0) + missing;
+  return out;
+}
+
+function rawPlane(s) {
+  s.missing = 0;
+  return reslice(s, (z) => s.vol.slices[z], Uint16Array, s.vol.shape[0]);
+}
+
+function layerPlane(s, L) {
+  const data = s.vol.layers.get(L.id);
+  if (!data) return null;
+  const [lz, Y, X] = L.shape, size = Y * X;
+  const saved = s.missing;
+  const p = reslice(s, (z) => (z < lz ? data.subarray(z * size, (z + 1) * size) : null), Uint8Array, lz);
+  s.missing = saved;
+  return p;
+}
+
+// ---- window: a lookup table raw -> grey for the whole uint16 range
+function buildLut(s) {
+  const lut = s.lut || (s.lut = new Uint8Array(65536));
+  const { slope, intercept } = s.coding, low = s.center - s.width / 2, w = Math.max(s.width, 1e-6);
+  for (let r = 0; r < 65536; r++) {
+    const v = clamp((r * slope + intercept - low) / w, 0, 1);
+    lut[r] = Math.floor(v * 255 + 0.5);
+  }
+  s.lutFor = `${s.center}/${s.width}`;
+}
+
+function blendAt(d, i, r, g, b, a) {
+  const j = 4 * i;
+  d[j] = Math.floor(d[j] * (1 - a) + r * a + 0.5);
+  d[j + 1] = Math.floor(d[j + 1] * (1 - a) + g * a + 0.5);
+  d[j + 2] = Math.floor(d[j + 2] * (1 - a) + b * a + 0.5);
+}
+
+function edges(inside, h, w, width) {  // inner boundary, `width` px (core.render.contour)
+  let e = inside;
+  for (let k = 0; k < Math.max(1, width); k++) {
+    const next = new Uint8Array(h * w);
+    for (let r = 1; r < h - 1; r++) {
+      for (let c = 1; c < w - 1; c++) {
+        const i = r * w + c;
+        next[i] = e[i] && e[i - 1] && e[i + 1] && e[i - w] && e[i + w] ? 1 : 0;
+      }
+    }
+    e = next;
+  }
+  const out = new Uint8Array(h * w);
+  for (let i = 0; i < h * w; i++) out[i] = inside[i] && !e[i] ? 1 : 0;
+  return out;
+}
+
+function drawMask(d, plane, L, h, w) {
+  const [r, g, b] = L.colour, n = h * w;
+  if (L.style !== "contour") for (let i = 0; i < n; i++) if (plane[i]) blendAt(d, i, r, g, b, L.opacity);
+  if (L.style !== "fill") {
+    const inside = new Uint8Array(n);
+    for (let i = 0; i < n; i++) inside[i] = plane[i] ? 1 : 0;
+    const edge = edges(inside, h, w, L.line_width);
+    const a = L.style === "both" ? 1 : L.opacity;
+    for (let i = 0; i < n; i++) if (edge[i]) blendAt(d, i, r, g, b, a);
+  }
+}
+
+function drawHeat(d, plane, L, n) {
+  const map = ramp(L.colormap || "jet"), cut = L.threshold * 255;
+  for (let i = 0; i < n; i++) {
+    const v = plane[i];
+    if (v > cut) blendAt(d, i, map[3 * v], map[3 * v + 1], map[3 * v + 2], L.opacity);
+  }
+}
+
+function drawBoxes(d, L, index, h, w) {  // core.render.box_to_pixels / box_outline
+  const lw = Math.max(1, L.line_width), [r, g, b] = L.colour;
+  for (const [z, xmin, ymin, xmax, ymax] of L.boxes) {
+    if (z !== index) continue;
+    const x0 = clamp(Math.floor(xmin * w), 0, w - 1), y0 = clamp(Math.floor(ymin * h), 0, h - 1);
+    const x1 = clamp(Math.ceil(xmax * w) - 1, x0, w - 1), y1 = clamp(Math.ceil(ymax * h) - 1, y0, h - 1);
+    for (let y = y0; y <= y1; y++) {
+      for (let x = x0; x <= x1; x++) {
+        const edge = x < x0 + lw || x > x1 - lw || y < y0 + lw || y > y1 - lw;
+        if (edge) blendAt(d, y * w + x, r, g, b, L.opacity);
+      }
+    }
+  }
+}
+
+// ---- painting
+function schedule(s) {
+  if (s.frame) return;
+  s.frame = requestAnimationFrame(() => { s.frame = 0; draw(s); });
 }
 
 function markPainted(s) {
   const index = s.index, stack = s.stack;
-  requestAnimationFrame(() => {
-    const ch = new MessageChannel();
-    ch.port1.onmessage = () => {
-      s.root.dataset.painted = String(index);
-      s.root.dataset.paintedStack = stack;
-      window.__slicewisePaint = { key: s.key, stack, index, t: performance.now() };
-    };
-    ch.port2.postMessage(0);
-  });
+  const ch = new MessageChannel();
+  ch.port1.onmessage = () => {
+    s.paints += 1;
+    s.root.dataset.painted = String(index);
+    s.root.dataset.paintedStack = stack;
+    s.root.dataset.paints = String(s.paints);
+    window.__slicewisePaint = { key: s.key, stack, index, t: performance.now(), n: s.paints };
+  };
+  ch.port2.postMessage(0);
 }
 
 function showStatus(s) {
-  const missing = s.n - s.have;
-  s.status.textContent = !s.images[s.index] ? "loading this slice…"
-    : missing > 0 ? `loading slices ${s.have} / ${s.n}` : "";
+  const [Z] = s.vol.shape;
+  s.label.textContent = `${s.orientation} slice ${s.index + 1} / ${s.n}`;
+  s.wl.textContent = `C ${fmt(s, s.center)} W ${fmt(s, s.width)}`;
+  s.status.textContent = s.vol.have < Z ? `loading slices ${s.vol.have} / ${Z}` : "";
+  if (s.vol.have < Z) s.root.dataset.pending = String(Z - s.vol.have); else delete s.root.dataset.pending;
 }
 
-// The canvas keeps the last painted slice until the next one is decoded: resizing it (which clears
-// it) happens in the same task as the drawImage, so no blank frame is ever on screen.
+function fmt(s, v) { return Math.abs(v) >= 100 || s.coding.exact ? v.toFixed(0) : v.toPrecision(3); }
+
 function draw(s) {
-  s.label.textContent = `${s.orientation} slice ${s.index + 1} / ${s.n}`;
   s.root.dataset.index = String(s.index);
   if (String(s.slider.value) !== String(s.index)) s.slider.value = String(s.index);
   showStatus(s);
-  const img = s.images[s.index];
-  if (!img) { s.root.dataset.waiting = ""; return; }
-  if (!img.complete || !img.naturalWidth) {
-    const wanted = s.index, stack = s.stack;
-    img.decode().then(() => { if (s.index === wanted && s.stack === stack) draw(s); }).catch(() => {});
-    return;
+  const raw = rawPlane(s);
+  if (!raw || s.missing) { s.root.dataset.waiting = ""; if (!raw) return; }
+  else delete s.root.dataset.waiting;
+  const [h, w] = planeSize(s), n = h * w;
+  if (`${s.center}/${s.width}` !== s.lutFor) buildLut(s);
+  if (!s.image || s.image.width !== w || s.image.height !== h) s.image = new ImageData(w, h);
+  const d = s.image.data, lut = s.lut;
+  for (let i = 0, j = 0; i < n; i++, j += 4) {
+    const g = lut[raw[i]];
+    d[j] = g; d[j + 1] = g; d[j + 2] = g; d[j + 3] = 255;
   }
-  if (s.canvas.width !== s.w || s.canvas.height !== s.h) {
-    s.canvas.width = s.w; s.canvas.height = s.h;
-    layout(s);
+  for (const L of s.layers) {
+    if (!L.visible || L.opacity <= 0) continue;
+    if (L.kind === "boxes") { if (s.orientation === "axial") drawBoxes(d, L, s.index, h, w); continue; }
+    const plane = layerPlane(s, L);
+    if (!plane) continue;
+    if (L.kind === "mask") drawMask(d, plane, L, h, w); else drawHeat(d, plane, L, n);
   }
-  s.ctx.drawImage(img, 0, 0, s.w, s.h);
-  delete s.root.dataset.waiting;
-  markPainted(s);
+  s.plane = raw;
+  if (s.canvas.width !== w || s.canvas.height !== h) { s.canvas.width = w; s.canvas.height = h; layout(s); }
+  s.ctx.putImageData(s.image, 0, 0);
+  if (!s.missing) markPainted(s);  // a resliced plane still filling in is not "painted" yet
+  if (s.hover) readout(s);
 }
 
 function layout(s) {
+  const [h, w] = planeSize(s);
   const avail = Math.max(160, s.root.clientWidth || s.maxWidth);
-  const ratio = (s.h * s.aspect) / s.w;
+  const ratio = (h * s.aspect) / w;
   const maxH = Math.max(240, (window.innerHeight || 900) * 0.75);
   const cssW = Math.min(avail, s.maxWidth, maxH / ratio);
   s.canvas.style.width = `${cssW}px`;
   s.canvas.style.height = `${cssW * ratio}px`;
 }
 
-// Frames -> images of the viewer's stack; true when the slice on screen is among them.
-function addFrames(s, indices, frames) {
-  const fresh = [];
-  indices.forEach((i, k) => {
-    if (!(i >= 0 && i < s.n) || s.images[i]) return;
-    const url = URL.createObjectURL(new Blob([frames[k]], { type: s.mime }));
-    const img = new Image();
-    img.decoding = "async";
-    img.src = url;
-    s.urls.push(url);
-    s.images[i] = img;
-    s.have += 1;
-    fresh.push(i);
-  });
-  if (s.have < s.n) s.root.dataset.pending = String(s.n - s.have);
-  else delete s.root.dataset.pending;
-  fresh.sort((a, b) => Math.abs(a - s.index) - Math.abs(b - s.index));
-  for (const i of fresh) s.images[i].decode().catch(() => {});
-  showStatus(s);
-  return fresh.includes(s.index);
-}
-"""
-
-VIEWER_JS = COMMON_JS + r"""
-const STATES = new WeakMap();
-
-function report(s) {
+// ---- reporting back (debounced, never during a drag): slice, window, layers in one state value
+function report(s, delay = 400) {
   clearTimeout(s.timer);
   s.timer = setTimeout(() => {
-    if (s.reported !== s.index) {
-      s.reported = s.index;
-      s.setStateValue("slice", { index: s.index, stack: s.stack });
-    }
-  }, 350);
+    if (s.dragging) { report(s, delay); return; }
+    const view = {
+      volume: s.vol.id, stack: s.stack, orientation: s.orientation, index: s.index,
+      window: [s.center, s.width],
+      layers: Object.fromEntries(s.layers.map((L) => [L.name, { visible: L.visible, opacity: L.opacity,
+        style: L.style, colormap: L.colormap || null }])),
+    };
+    const text = JSON.stringify(view);
+    if (text !== s.reported) { s.reported = text; s.setStateValue("view", view); }
+  }, delay);
 }
 
-function step(s, delta) { goTo(s, s.index + delta); }
+function remember(s) {  // the browser's choices per volume survive a rerun, a new orientation
+  REG.looks ||= new Map();
+  REG.looks.set(s.vol.id, { center: s.center, width: s.width, preset: s.preset.value,
+    layers: Object.fromEntries(s.layers.map((L) => [L.name, { visible: L.visible, opacity: L.opacity,
+      style: L.style, colormap: L.colormap }])) });
+}
+
+function changed(s) { remember(s); schedule(s); report(s); }
 
 function goTo(s, index) {
   const next = clamp(Math.round(index), 0, s.n - 1);
   if (next === s.index) return;
   s.index = next;
   draw(s);
-  report(s);
+  report(s, 350);
 }
 
 function pointerPixel(s, ev) {
-  const r = s.canvas.getBoundingClientRect();
-  const col = Math.floor((ev.clientX - r.left) / r.width * s.w);
-  const row = Math.floor((ev.clientY - r.top) / r.height * s.h);
-  return { row: clamp(row, 0, s.h - 1), col: clamp(col, 0, s.w - 1) };
+  const r = s.canvas.getBoundingClientRect(), [h, w] = planeSize(s);
+  const col = Math.floor((ev.clientX - r.left) / r.width * w);
+  const row = Math.floor((ev.clientY - r.top) / r.height * h);
+  return { row: clamp(row, 0, h - 1), col: clamp(col, 0, w - 1) };
+}
+
+function readout(s) {
+  const { row, col } = s.hover, [, w] = planeSize(s);
+  if (!s.plane) return;
+  const [z, y, x] = toVoxel(s, row, col);
+  const have = s.orientation !== "axial" || s.vol.slices[z];
+  const value = s.plane[row * w + col] * s.coding.slope + s.coding.intercept;
+  const shown = !have ? "…" : s.coding.exact ? value.toFixed(0) : value.toPrecision(4);
+  s.pointer.textContent = `voxel x ${x}, y ${y}, z ${z}: ${shown}${s.unit ? " " + s.unit : ""}`;
+  s.root.dataset.readout = JSON.stringify({ x, y, z, value: have ? value : null });
+}
+
+function setWindow(s, center, width) {
+  s.center = center; s.width = Math.max(1, width);
+  s.wl.textContent = `C ${fmt(s, s.center)} W ${fmt(s, s.width)}`;
 }
 
 function bind(s) {
   s.canvas.addEventListener("wheel", (ev) => {
     ev.preventDefault();
-    step(s, ev.deltaY > 0 ? 1 : -1);
+    goTo(s, s.index + (ev.deltaY > 0 ? 1 : -1));
   }, { passive: false });
   s.root.addEventListener("keydown", (ev) => {
+    if (ev.target !== s.root) return;
     const big = Math.max(1, Math.round(s.n / 10));
     const moves = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1, PageDown: big, PageUp: -big };
-    if (ev.key in moves) step(s, moves[ev.key]);
+    if (ev.key in moves) goTo(s, s.index + moves[ev.key]);
     else if (ev.key === "Home") goTo(s, 0);
     else if (ev.key === "End") goTo(s, s.n - 1);
     else return;
@@ -203,63 +424,143 @@ function bind(s) {
   s.slider.addEventListener("input", () => goTo(s, Number(s.slider.value)));
   s.slider.addEventListener("keydown", (ev) => { if (ev.key.startsWith("Arrow")) ev.stopPropagation(); });
   s.canvas.addEventListener("pointerenter", () => s.root.focus({ preventScroll: true }));
-  s.canvas.addEventListener("pointermove", (ev) => {
-    const p = pointerPixel(s, ev);
-    s.pointer.textContent = `x ${p.col}, y ${p.row}`;
+  s.canvas.addEventListener("contextmenu", (ev) => ev.preventDefault());
+  s.canvas.addEventListener("pointerdown", (ev) => {
+    if (ev.button !== 2) return;
+    ev.preventDefault();
+    s.dragging = { x: ev.clientX, y: ev.clientY };
+    s.canvas.setPointerCapture(ev.pointerId);
   });
-  s.canvas.addEventListener("pointerleave", () => { s.pointer.textContent = ""; });
+  s.canvas.addEventListener("pointermove", (ev) => {
+    s.hover = pointerPixel(s, ev);
+    if (s.dragging && (ev.buttons & 2)) {
+      const dx = ev.clientX - s.dragging.x, dy = ev.clientY - s.dragging.y;
+      s.dragging = { x: ev.clientX, y: ev.clientY };
+      const step = Math.max(1, s.range / s.dragPixels);  // core.view_payload.drag_window
+      setWindow(s, s.center + dy * step, s.width + dx * step);
+      s.preset.value = "";
+      window.__slicewiseInput = performance.now();
+      remember(s);
+      schedule(s);
+      return;
+    }
+    readout(s);
+  });
+  const endDrag = (ev) => {
+    if (!s.dragging) return;
+    s.dragging = null;
+    if (s.canvas.hasPointerCapture(ev.pointerId)) s.canvas.releasePointerCapture(ev.pointerId);
+    report(s);
+  };
+  s.canvas.addEventListener("pointerup", endDrag);
+  s.canvas.addEventListener("pointercancel", endDrag);
+  s.canvas.addEventListener("pointerleave", () => {
+    if (s.dragging) return;
+    s.hover = null; s.pointer.textContent = ""; delete s.root.dataset.readout;
+  });
   s.canvas.addEventListener("click", (ev) => {
+    if (ev.button !== 0) return;
     const p = pointerPixel(s, ev);
     s.root.focus({ preventScroll: true });
     s.setTriggerValue("probe", { row: p.row, col: p.col, index: s.index, stack: s.stack });
   });
-  new ResizeObserver(() => { if (s.n) layout(s); }).observe(s.root);
+  s.preset.addEventListener("change", () => {
+    const p = s.presets.find((q) => q.name === s.preset.value);
+    if (!p) return;
+    setWindow(s, p.center, p.width);
+    window.__slicewiseInput = performance.now();
+    changed(s);
+  });
+  new ResizeObserver(() => { if (s.vol) layout(s); }).observe(s.root);
+}
+
+function layerControls(s) {
+  s.panel.replaceChildren();
+  for (const L of s.layers) {
+    const row = document.createElement("div");
+    row.className = "sw-layer";
+    row.dataset.layer = L.name;
+    const [r, g, b] = L.colour;
+    const swatch = L.kind === "heatmap" ? "linear-gradient(90deg,#00f,#0ff,#ff0,#f00)"
+      : L.kind === "boxes" ? "transparent" : `rgb(${r},${g},${b})`;
+    row.innerHTML = `<label class="sw-toggle"><input type="checkbox" class="sw-on">`
+      + `<span class="sw-swatch" style="background:${swatch};border-color:rgb(${r},${g},${b})"></span>`
+      + `<span class="sw-name"></span></label>`
+      + `<input type="range" class="sw-opacity" min="0" max="1" step="0.05" aria-label="opacity">`
+      + (L.kind === "mask" ? `<select class="sw-style" aria-label="draw"><option>fill</option>`
+        + `<option>contour</option><option>both</option></select>` : "")
+      + (L.kind === "heatmap" ? `<select class="sw-cmap" aria-label="colour map">`
+        + s.colormaps.map((c) => `<option>${c}</option>`).join("") + `</select>` : "");
+    row.querySelector(".sw-name").textContent = L.name;
+    row.title = L.name;
+    const on = row.querySelector(".sw-on"), op = row.querySelector(".sw-opacity");
+    on.checked = L.visible; op.value = String(L.opacity); op.disabled = !L.visible;
+    on.addEventListener("change", () => {
+      L.visible = on.checked; op.disabled = !on.checked; mark(); changed(s);
+    });
+    op.addEventListener("input", () => { L.opacity = Number(op.value); mark(); changed(s); });
+    const style = row.querySelector(".sw-style"), cmap = row.querySelector(".sw-cmap");
+    if (style) {
+      style.value = L.style;
+      style.addEventListener("change", () => { L.style = style.value; mark(); changed(s); });
+    }
+    if (cmap) {
+      cmap.value = L.colormap;
+      cmap.addEventListener("change", () => { L.colormap = cmap.value; mark(); changed(s); });
+    }
+    s.panel.append(row);
+  }
+  function mark() { window.__slicewiseInput = performance.now(); }
+  s.panel.hidden = !s.layers.length;
 }
 
 function build(parentElement) {
   const q = (sel) => parentElement.querySelector(sel);
   const s = {
     root: q(".sw-root"), canvas: q(".sw-canvas"), slider: q(".sw-slider"), label: q(".sw-index"),
-    status: q(".sw-status"), pointer: q(".sw-pointer"), stack: null, images: [], urls: [], index: 0,
-    n: 0, have: 0,
+    status: q(".sw-status"), pointer: q(".sw-pointer"), wl: q(".sw-wl"), preset: q(".sw-preset"),
+    panel: q(".sw-layers"), index: 0, n: 0, paints: 0, layers: [],
   };
   s.ctx = s.canvas.getContext("2d");
+  s.schedule = () => schedule(s);
   bind(s);
   return s;
 }
 
-function release(s) {
-  for (const url of s.urls) URL.revokeObjectURL(url);
-  s.urls = [];
-}
-
-function register(s) {
-  const old = REG.viewers.get(s.target);
-  if (old && old !== s && !old.root.isConnected) release(old);  // a viewer that was unmounted
-  REG.viewers.set(s.target, s);
-}
-
-function load(s, data) {
-  release(s);
-  s.stack = data.stack;
-  s.n = data.count || data.frames.length;
-  s.w = data.width; s.h = data.height; s.aspect = data.aspect || 1;
-  s.maxWidth = data.max_width || 720;
-  s.orientation = data.orientation || "";
-  s.mime = data.mime || "image/png";
-  s.index = clamp(data.index || 0, 0, s.n - 1);
-  s.reported = s.index;
-  s.images = new Array(s.n);
-  s.have = 0;
+function configure(s, cfg) {
+  const look = (REG.looks && REG.looks.get(cfg.volume)) || null;
+  s.vol = volumeOf(cfg.volume, cfg.shape);
+  s.vol.keep = true;
+  for (const v of REG.vols.values()) if (v !== s.vol) v.keep = false;
+  s.stack = cfg.stack;
+  s.orientation = cfg.orientation;
+  s.flip = cfg.flip;
+  s.coding = cfg.coding;
+  s.unit = cfg.unit || "";
+  s.range = cfg.range;
+  s.dragPixels = cfg.drag_pixels;
+  s.aspect = cfg.aspect || 1;
+  s.maxWidth = cfg.max_width || 720;
+  s.presets = cfg.presets;
+  s.colormaps = cfg.colormaps;
+  s.n = sliceCount(s);
+  s.index = clamp(cfg.index || 0, 0, s.n - 1);
+  s.preset.replaceChildren(...[{ name: "" }, ...cfg.presets].map((p) => {
+    const o = document.createElement("option");
+    o.value = p.name; o.textContent = p.name || "custom";
+    return o;
+  }));
+  s.preset.hidden = !cfg.presets.length;
+  s.layers = cfg.layers.map((L) => ({ ...L, ...((look && look.layers[L.name]) || {}) }));
+  setWindow(s, look ? look.center : cfg.window[0], look ? look.width : cfg.window[1]);
+  const match = cfg.presets.find((p) => p.center === s.center && p.width === s.width);
+  s.preset.value = match ? match.name : "";
+  layerControls(s);
   s.root.dataset.stack = s.stack;
   s.slider.max = String(s.n - 1);
   s.slider.disabled = s.n < 2;
-  if (!s.canvas.width || s.canvas.width !== s.w || s.canvas.height !== s.h) layout(s);
-  addFrames(s, data.indices, data.frames);
-  for (const part of (REG.feeds.get(s.target) || new Map()).values()) {
-    if (part.stack === s.stack) addFrames(s, part.indices, part.frames);
-  }
-  draw(s);
+  s.reported = null;
+  layout(s);
 }
 
 export default function (component) {
@@ -268,33 +569,33 @@ export default function (component) {
   let s = STATES.get(parentElement);
   if (!s) { s = build(parentElement); STATES.set(parentElement, s); }
   s.key = key; s.setStateValue = setStateValue; s.setTriggerValue = setTriggerValue;
-  if (s.payload === data) return;  // same rerun payload: nothing to do
+  if (s.payload === data) return;
   s.payload = data;
-  const stack = unpack(data);
-  if (!stack || !stack.frames.length) return;
-  s.target = stack.target || key;
-  window.__slicewiseLoad = { stack: stack.stack, t: performance.now() };  // bench_stepping's mark
-  register(s);
-  if (s.stack !== stack.stack) load(s, stack);
-  else if (addFrames(s, stack.indices, stack.frames)) draw(s);
+  const cfg = unpack(data);
+  if (!cfg) return;
+  window.__slicewiseLoad = { stack: cfg.stack, t: performance.now() };  // bench_stepping's mark
+  const text = JSON.stringify({ ...cfg, blobs: undefined, sizes: undefined });
+  REG.viewers.set(cfg.target || key, s);
+  const vol = volumeOf(cfg.volume, cfg.shape);
+  cfg.first.forEach((i, k) => addSlice(vol, i, cfg.blobs[k]));
+  if (text === s.config) return;  // the same stack again (a rerun): keep what the reader chose
+  s.config = text;
+  configure(s, cfg);
+  draw(s);
 }
 """
 
 FEED_JS = COMMON_JS + r"""
 const SEEN = new WeakMap();
 
-// A feed payload: more frames of a viewer's stack. Kept per target and slot, so that a viewer that
-// mounts (or changes stack) after its feed arrived still finds them.
+// A feed payload: more axial slices, or one layer, of a volume. Kept per volume in the registry, so a
+// viewer that mounts (or changes orientation) after its feed arrived still finds the data.
 export default function (component) {
   const { data, parentElement } = component;
   if (!data || SEEN.get(parentElement) === data) return;
   SEEN.set(parentElement, data);
   const part = unpack(data);
-  if (!part) return;
-  if (!REG.feeds.has(part.target)) REG.feeds.set(part.target, new Map());
-  REG.feeds.get(part.target).set(part.slot, part);
-  const s = REG.viewers.get(part.target);
-  if (s && s.stack === part.stack && addFrames(s, part.indices, part.frames)) draw(s);
+  if (part) addFeed(part);
 }
 """
 
@@ -302,110 +603,71 @@ _component = st.components.v2.component("slicewise.slice_viewer", html=HTML, css
 _feed = st.components.v2.component("slicewise.slice_feed", html='<div class="sw-feed"></div>',
                                    css=".sw-feed { display: none; }", js=FEED_JS)
 
-
-def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
-    """uint8 grey (y, x) or RGB (y, x, 3) -> PNG bytes; level 1 is ~3x faster than the default."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue()
+FEED_SLOTS = (3, 6, None)  # chunks of axial slices per feed payload, nearest the start first
 
 
-def encode_frames(frames: Sequence[np.ndarray], workers: int = 4) -> list[bytes]:
-    """Frames -> PNG bytes (zlib releases the GIL, so threads help)."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(encode_png, frames))
+class ViewSource(Protocol):
+    """What the viewer shows (see pages._ui.frames.VolumeView): a volume's raw slices and its layers."""
+
+    volume_key: str  # an id of the volume's file and version
+    chunk: int  # slices are encoded (and cached) in runs of this many: feeds send whole runs
+
+    def header(self, orientation: str) -> dict: ...  # shape, coding, aspect, presets, layers' look
+    def slices(self, indices: Sequence[int]) -> list[bytes]: ...
+    def layer_feeds(self) -> list[tuple[dict, bytes]]: ...  # (header, blob) per mask / heatmap layer
+
+    @property
+    def count(self) -> int: ...  # axial slices
 
 
-MAGIC = b"SWV1"
+@dataclass(frozen=True)
+class ViewerState:
+    """What the browser reported: the slice on screen (None before any report for this stack), the
+    last click (row, col, index) or None, and the reader's view {window, layers, ...} or None."""
 
-
-def pack_stack(header: dict, frames: Sequence[bytes]) -> bytes:
-    """b"SWV1", uint32 LE header length, JSON header (with `sizes`), then the frames back to back."""
-    head = json.dumps({**header, "sizes": [len(f) for f in frames]}).encode()
-    return b"".join([MAGIC, struct.pack("<I", len(head)), head, *frames])
-
-
-def unpack_stack(payload: bytes) -> tuple[dict, list[bytes]]:
-    """The inverse of `pack_stack` (what the component's JavaScript does)."""
-    if payload[:4] != MAGIC:
-        raise ValueError("not a slice-viewer payload")
-    (length,) = struct.unpack("<I", payload[4:8])
-    header = json.loads(payload[8:8 + length])
-    frames, offset = [], 8 + length
-    for size in header["sizes"]:
-        frames.append(payload[offset:offset + size])
-        offset += size
-    return header, frames
+    index: int | None
+    probe: dict | None
+    view: dict | None
 
 
 def stack_id(parts: Sequence[Any]) -> str:
-    """A short stable id for what determines the frames."""
+    """A short stable id for what determines a payload."""
     return hashlib.sha1(repr(tuple(parts)).encode()).hexdigest()[:16]
 
 
-class FrameSource(Protocol):
-    """The encoded frames of one stack (see pages._ui.frames.StackFrames)."""
-
-    stack: str  # an id of everything that determines the pixels
-    count: int  # slices in the stack
-    chunk: int  # frames are encoded (and cached) in runs of this many slices: feeds send whole runs
-
-    def frames(self, indices: Sequence[int]) -> list[bytes]: ...
-
-
-FEED_SLOTS = (3, 6, None)  # chunks per feed payload, nearest the start first; None: all the rest
-
-
-def feed_plan(count: int, start: int, chunk: int) -> list[list[int]]:
-    """Slice indices of each feed payload: whole chunks (less the start slice, which the viewer's own
-    payload carries) ordered by distance from the start slice.
-
-    The first payload holds the start's chunk and its neighbours (so stepping a few slices either way
-    works almost at once), the next a wider band, the last everything else. Always len(FEED_SLOTS)
-    lists (some maybe empty), so the page keeps the same elements whatever the stack.
-    """
-    n_chunks = -(-count // chunk)
-    home = start // chunk
-    order = sorted(range(n_chunks), key=lambda c: (abs(c - home), c))
-    plan, taken = [], 0
-    for size in FEED_SLOTS:
-        chunks = order[taken:] if size is None else order[taken:taken + size]
-        taken += len(chunks)
-        plan.append([i for c in sorted(chunks) for i in range(c * chunk, min(count, (c + 1) * chunk))
-                     if i != start])  # the viewer's own payload has the start slice
-    return plan
-
-
-def _pinned_start(key: str, stack: str, index: int) -> int:
-    """The slice a stack opens on, pinned per stack so that its payloads stay byte-identical."""
-    pin_key = f"{key}__start"
-    pinned = st.session_state.get(pin_key)
-    if not pinned or pinned[0] != stack:
-        pinned = (stack, int(index))
-        st.session_state[pin_key] = pinned
+def _pinned(name: str, ident: str, value: int) -> int:
+    """`value` pinned per `ident` in session state, so that payloads stay byte-identical across reruns."""
+    pinned = st.session_state.get(name)
+    if not pinned or pinned[0] != ident:
+        pinned = (ident, int(value))
+        st.session_state[name] = pinned
     return pinned[1]
 
 
-def slice_viewer(source: FrameSource, *, width: int, height: int, aspect: float, index: int,
-                 orientation: str, key: str, max_width: int = 720) -> tuple[int | None, dict | None]:
-    """Mount the viewer with the start slice only; return (reported slice index or None, last click
-    probe or None). Call `slice_viewer_feed` with the same source and key later in the run.
+def feed_start(key: str, source: ViewSource, axial_index: int) -> int:
+    """The axial slice the feeds order themselves around: where the volume was first opened."""
+    start = _pinned(f"{key}__feed", source.volume_key, axial_index)
+    return min(max(start, 0), source.count - 1)
 
-    `index` is where the stack opens. It is pinned per stack in session state so that the payload
-    stays byte-identical across reruns (then Streamlit sends only a reference).
-    """
-    stack = source.stack
-    start = min(max(_pinned_start(key, stack, index), 0), source.count - 1)
-    header = {"target": key, "stack": stack, "count": int(source.count), "width": int(width),
-              "height": int(height), "aspect": float(aspect), "index": start, "orientation": orientation,
-              "max_width": int(max_width), "indices": [start]}
-    data = pack_stack(header, source.frames([start]))
-    result = _component(key=key, data=data, default={"slice": {"index": start, "stack": stack}},
-                        on_slice_change=_noop, on_probe_change=_noop)
-    reported = _get(result, "slice")
-    if not (isinstance(reported, dict) and reported.get("stack") == stack):
-        reported = {}
-    reported = reported.get("index")
+
+def slice_viewer(source: ViewSource, *, orientation: str, index: int, axial_index: int, key: str,
+                 max_width: int = 720) -> ViewerState:
+    """Mount the viewer with its opening slice; call `slice_viewer_feed` with the same source and key
+    later in the run. `index` is where this orientation opens (pinned per stack), `axial_index` the
+    axial slice the feeds start from when the volume is new."""
+    stack = stack_id((source.volume_key, orientation))
+    head = source.header(orientation)
+    n = {"axial": 0, "coronal": 1, "sagittal": 2}[orientation]
+    start = min(max(_pinned(f"{key}__start", stack, index), 0), head["shape"][n] - 1)
+    first = sorted({feed_start(key, source, axial_index)} | ({start} if orientation == "axial" else set()))
+    header = {**head, "target": key, "stack": stack, "orientation": orientation, "index": start,
+              "first": first, "max_width": int(max_width)}
+    data = view_payload.pack(header, source.slices(first))
+    result = _component(key=key, data=data, default={"view": None}, on_view_change=_noop,
+                        on_probe_change=_noop)
+    view = _get(result, "view")
+    view = view if isinstance(view, dict) and view.get("volume") == source.volume_key else None
+    reported = view.get("index") if view and view.get("stack") == stack else None
     probe = _get(result, "probe")
     if isinstance(probe, list):
         probe = probe[-1] if probe else None
@@ -414,21 +676,21 @@ def slice_viewer(source: FrameSource, *, width: int, height: int, aspect: float,
     probe = st.session_state.get(f"{key}__probe")
     if not isinstance(probe, dict) or probe.get("stack") != stack:
         probe = None
-    return (int(reported) if isinstance(reported, int | float) else None), probe
+    return ViewerState(int(reported) if isinstance(reported, int | float) else None, probe, view)
 
 
-def slice_viewer_feed(source: FrameSource, *, key: str) -> None:
-    """Send the rest of the viewer's stack (every slice but the start one), nearest slices first.
-
-    Call it at the end of the page run: each payload is encoded only when the run gets here, after
-    the start slice and the rest of the page are already on screen. The feed elements render nothing.
-    """
-    pinned = st.session_state.get(f"{key}__start")
-    start = pinned[1] if pinned and pinned[0] == source.stack else source.count // 2
-    start = min(max(start, 0), source.count - 1)
-    for slot, indices in enumerate(feed_plan(source.count, start, source.chunk)):
-        header = {"target": key, "stack": source.stack, "slot": slot, "indices": indices}
-        _feed(key=f"{key}_feed{slot}", data=pack_stack(header, source.frames(indices) if indices else []))
+def slice_viewer_feed(source: ViewSource, *, key: str) -> None:
+    """Send the rest of the volume: every axial slice but the feed start one, nearest first, then the
+    layers. Call it at the end of the page run, after the opening slice and the page are on screen.
+    The payloads depend on the volume only: a rerun or a new orientation sends references."""
+    start = feed_start(key, source, source.count // 2)
+    for slot, indices in enumerate(view_payload.feed_plan(source.count, start, source.chunk, FEED_SLOTS)):
+        header = {"volume": source.volume_key, "kind": "slices", "indices": indices}
+        blobs = source.slices(indices) if indices else []
+        _feed(key=f"{key}_feed{slot}", data=view_payload.pack(header, blobs))
+    for head, blob in source.layer_feeds():
+        header = {"volume": source.volume_key, "kind": "layer", "id": head["id"]}
+        _feed(key=f"{key}_layer_{head['id']}", data=view_payload.pack(header, [blob]))
 
 
 def _noop() -> None:
