@@ -81,7 +81,7 @@ def test_viewer_fast_path_sends_the_start_slice_first_then_the_rest(data_root):
     elements = at.get("bidi_component")
     names = [el.proto.component_name for el in elements]
     assert names[0].endswith("slice_viewer") and all(n.endswith("slice_feed") for n in names[1:])
-    (viewer, [first]), feeds = unpack(elements[0].proto.bytes), [unpack(el.proto.bytes) for el in elements[1:]]
+    (viewer, [first]), *feeds = (unpack(el.proto.bytes) for el in elements)
     assert viewer["first"] == [3] and viewer["shape"] == [6, 32, 40]  # the middle of 6 slices
     sent = {i: blob for header, blobs in feeds if header["kind"] == "slices"
             for i, blob in zip(header["indices"], blobs, strict=True)}

@@ -121,7 +121,8 @@ def test_right_drag_windows_in_the_browser_without_a_rerun_or_resent_slices(page
         page.mouse.down(button="right")
         for i in range(1, 9):  # right and up: a wider window, a lower level
             page.mouse.move(box["x"] + box["width"] / 2 + 10 * i, box["y"] + box["height"] / 2 - 6 * i)
-        page.wait_for_function(f"() => ({VIEWER_ROOT}).querySelector('.sw-wl').textContent !== 'C -600 W 1500'")
+        page.wait_for_function(f"() => ({VIEWER_ROOT}).querySelector('.sw-wl').textContent"
+                               " !== 'C -600 W 1500'")
         page.wait_for_timeout(300)
         during = _pixels(page)
         assert socket.sent == sent  # nothing went to the server while dragging: no rerun
