@@ -73,7 +73,11 @@ def _finite_range(array: np.ndarray) -> tuple[float, float]:
 def _integral(array: np.ndarray) -> bool:
     if array.dtype.kind in "iub":
         return True
-    return all(np.array_equal(plane, np.round(plane)) for plane in array)
+    def whole(plane: np.ndarray) -> bool:
+        finite = plane[np.isfinite(plane)]
+        return bool(np.array_equal(finite, np.round(finite)))
+
+    return all(whole(plane) for plane in array)
 
 
 def intensity_coding(array: np.ndarray) -> IntensityCoding:
