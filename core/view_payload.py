@@ -6,7 +6,9 @@ decisions, with no Streamlit:
 
 - Intensity: the volume as uint16 `raw` with `value = raw * slope + intercept` (modality units).
   Integer data whose range fits 16 bits (CT in HU, most MR) is exact (`slope` 1); other data is
-  quantised to 65,536 levels of its range. Each axial slice is one blob: its low bytes, then its
+  quantised to 65,536 levels of its range. (Integrality is checked on ~16 evenly spaced slices: a
+  float volume whose non-integer values hide in the other slices would read rounded to 1 unit.)
+  Each axial slice is one blob: its low bytes, then its
   high bytes (byte planes deflate ~30 % smaller than interleaved int16), zlib-compressed
   (the browser's `DecompressionStream("deflate")` reads it).
 - Layers: masks as uint8 labels, heatmaps as uint8 0-255 (value / 255 in [0, 1]), each a whole
@@ -62,6 +64,9 @@ class IntensityCoding:
 
 
 def _finite_range(array: np.ndarray) -> tuple[float, float]:
+    lo, hi = float(np.min(array)), float(np.max(array))  # one fast pass when every value is finite
+    if np.isfinite(lo) and np.isfinite(hi):
+        return lo, hi
     lo, hi = np.inf, -np.inf
     for plane in array:  # slice by slice: no volume-sized temporaries
         finite = plane[np.isfinite(plane)]
@@ -74,10 +79,14 @@ def _integral(array: np.ndarray) -> bool:
     if array.dtype.kind in "iub":
         return True
     def whole(plane: np.ndarray) -> bool:
-        finite = plane[np.isfinite(plane)]
-        return bool(np.array_equal(finite, np.round(finite)))
+        rounded = np.rint(plane)
+        same = rounded == plane
+        if same.all():
+            return True
+        return bool(np.all(same | ~np.isfinite(plane)))  # NaN != NaN: non-finite values do not count
 
-    return all(whole(plane) for plane in array)
+    step = max(1, len(array) // 16)  # 16 slices or so: non-integer data (MR floats) shows in every one
+    return all(whole(plane) for plane in array[::step])
 
 
 def intensity_coding(array: np.ndarray) -> IntensityCoding:

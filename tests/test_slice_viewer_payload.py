@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.render import OverlayLayer
-from core.view_payload import decode_plane, from_raw, intensity_coding
+from core.view_payload import decode_plane, from_raw, intensity_coding, unpack
 from core.volume import Volume
 from pages._ui.frames import CHUNK, volume_view
 from pages._ui.slice_viewer import FEED_SLOTS
@@ -35,7 +35,7 @@ def _layers(volume: Volume) -> dict[str, OverlayLayer]:
 def test_slices_are_exact_in_any_order_and_either_path():
     volume = _volume()
     view, problems = volume_view("/v", 1.0, volume, {})
-    assert not problems and view.count == 21 and view.chunk == CHUNK
+    assert not problems and view.count == 21
     coding = intensity_coding(volume.array)
     wanted = [20, 3, CHUNK, CHUNK - 1, 0]  # across runs, out of order
     blobs = view.slices(wanted)
@@ -60,11 +60,12 @@ def test_layers_feed_apart_and_the_volume_key_ignores_window_and_look():
     volume = _volume()
     layers = _layers(volume)
     view, _ = volume_view("/v", 1.0, volume, layers)
-    feeds = view.layer_feeds()
+    feeds = view.layer_payloads()
     assert len(feeds) == 2  # mask and heatmap; boxes travel in the header
+    assert view.feed_payloads(10) == view.feed_payloads(10)  # cached: the same bytes every rerun
     faded = {**layers, "m": OverlayLayer("mask", layers["m"].data, opacity=0.1, label="m")}
     again, _ = volume_view("/v", 1.0, volume, faded)
-    assert again.volume_key == view.volume_key and again.layer_feeds() == feeds
+    assert again.volume_key == view.volume_key and again.layer_payloads() == feeds
     assert volume_view("/v", 2.0, volume, layers)[0].volume_key != view.volume_key  # a new file version
 
 
@@ -75,5 +76,14 @@ def test_a_layer_of_another_shape_is_left_out_with_a_problem_naming_it():
     assert not view.layers and len(problems) == 1 and "'wrong'" in problems[0]
 
 
-def test_feed_slots_are_fixed():
-    assert FEED_SLOTS[-1] is None  # the last feed takes every remaining slice
+def test_the_feeds_carry_every_slice_but_the_start_once_exactly():
+    volume = _volume()
+    view, _ = volume_view("/v", 1.0, volume, {})
+    coding = intensity_coding(volume.array)
+    payloads = [unpack(p) for p in view.feed_payloads(10)]
+    assert len(payloads) == len(FEED_SLOTS) and {h["volume"] for h, _ in payloads} == {view.volume_key}
+    sent = {i: b for h, blobs in payloads for i, b in zip(h["indices"], blobs, strict=True)}
+    assert sorted(sent) == [i for i in range(21) if i != 10]
+    for i, blob in sent.items():
+        np.testing.assert_array_equal(from_raw(decode_plane(blob, volume.shape[1:]), coding), volume.array[i])
+    assert set(payloads[0][0]["indices"]) >= {i for i in range(10 - CHUNK, 10 + CHUNK + 1) if i != 10}

@@ -2,9 +2,10 @@
 
 The browser gets raw slices and layers, not rendered frames (core.view_payload decides the bytes), so
 nothing here depends on the window or on the layers' look: a window or opacity change encodes
-nothing. Axial slices are encoded in runs of CHUNK and cached per volume (the feeds are rebuilt on
-every rerun and must not re-encode); the opening slice alone is encoded at once (a few ms). Layer
-bytes are cached per layer data (layers are cached by the pages and never mutated).
+nothing. The feed payloads (axial slices in runs of CHUNK, nearest the opening slice first) are packed
+once and cached per volume: a rerun hands Streamlit the same bytes (no re-encoding, no new copy, and
+the browser gets a reference). The opening slice alone is encoded on each run (a few ms). Layer
+payloads are cached per layer data (layers are cached by the pages and never mutated).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import numpy as np
 import streamlit as st
@@ -22,9 +22,9 @@ from core import render, view_payload
 from core.render import OverlayLayer
 from core.view_payload import IntensityCoding
 from core.volume import Volume
-from pages._ui.slice_viewer import stack_id
+from pages._ui.slice_viewer import FEED_SLOTS, stack_id
 
-CHUNK = 8  # axial slices per cached run of encoded slices (~1.3 MB at 512x512 CT)
+CHUNK = 8  # axial slices per run in the feeds (~1.7 MB at 512x512 CT)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -32,16 +32,19 @@ def _coding(path: str, mtime: float, _volume: Volume) -> IntensityCoding:
     return view_payload.intensity_coding(_volume.array)
 
 
-@st.cache_resource(max_entries=64, show_spinner=False)  # 64 x 8 slices: ~4 axial CT stacks
-def _chunk(path: str, mtime: float, chunk: int, _volume: Volume,
-           _coding: IntensityCoding) -> tuple[bytes, ...]:
-    stop = min(_volume.shape[0], (chunk + 1) * CHUNK)
-    return tuple(view_payload.encode_slices(_volume.array, range(chunk * CHUNK, stop), _coding))
+@st.cache_resource(max_entries=12, show_spinner=False)  # FEED_SLOTS payloads of ~3 volumes
+def _feed_payload(path: str, mtime: float, key: str, start: int, slot: int, _volume: Volume,
+                  _coding: IntensityCoding) -> bytes:
+    """One feed payload (its slices encoded, packed once): a rerun hands Streamlit the same bytes object."""
+    indices = view_payload.feed_plan(int(_volume.shape[0]), start, CHUNK, FEED_SLOTS)[slot]
+    header = {"volume": key, "kind": "slices", "indices": indices}
+    return view_payload.pack(header, view_payload.encode_slices(_volume.array, indices, _coding))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _layer_blob(name: str, kind: str, data_id: int, _layer: OverlayLayer) -> bytes:
-    return view_payload.layer_blob(_layer)
+def _layer_payload(key: str, name: str, kind: str, data_id: int, _layer: OverlayLayer) -> bytes:
+    header = {"volume": key, "kind": "layer", "id": view_payload.layer_id(name)}
+    return view_payload.pack(header, [view_payload.layer_blob(_layer)])
 
 
 def _drawable(layers: Mapping[str, OverlayLayer], shape) -> tuple[dict[str, OverlayLayer], list[str]]:
@@ -63,7 +66,6 @@ class VolumeView:
     mtime: float
     volume: Volume = field(repr=False, compare=False)
     layers: Mapping[str, OverlayLayer] = field(repr=False, compare=False)
-    chunk: ClassVar[int] = CHUNK
 
     @property
     def volume_key(self) -> str:
@@ -92,21 +94,19 @@ class VolumeView:
                 "layers": [view_payload.layer_header(name, layer) for name, layer in self.layers.items()]}
 
     def slices(self, indices: Sequence[int]) -> list[bytes]:
-        """Encoded axial slices `indices`, in that order: one alone at once, more through the cached runs."""
-        if len(indices) == 1:  # the same bytes as through its run (zlib is deterministic)
-            return view_payload.encode_slices(self.volume.array, [int(indices[0])], self.coding)
-        wanted = sorted({int(i) // CHUNK for i in indices})
-        runs = {c: _chunk(self.path, self.mtime, c, self.volume, self.coding) for c in wanted}
-        return [runs[i // CHUNK][i % CHUNK] for i in indices]
+        """Encoded axial slices `indices`, in that order (the opening slice: a few ms)."""
+        return view_payload.encode_slices(self.volume.array, [int(i) for i in indices], self.coding)
 
-    def layer_feeds(self) -> list[tuple[dict, bytes]]:
-        out = []
-        for name, layer in self.layers.items():
-            if layer.kind == "boxes":
-                continue
-            head = {"id": view_payload.layer_id(name)}
-            out.append((head, _layer_blob(name, layer.kind, id(layer.data), layer)))
-        return out
+    def feed_payloads(self, start: int) -> list[bytes]:
+        """The FEED_SLOTS payloads of every axial slice but `start`, nearest `start` first (cached)."""
+        args = (self.path, self.mtime, self.volume_key, int(start))
+        return [_feed_payload(*args, slot, self.volume, self.coding) for slot in range(len(FEED_SLOTS))]
+
+    def layer_payloads(self) -> list[tuple[str, bytes]]:
+        """(layer id, payload) of each mask and heatmap layer (boxes travel in the viewer's header)."""
+        return [(view_payload.layer_id(name), _layer_payload(self.volume_key, name, layer.kind,
+                                                             id(layer.data), layer))
+                for name, layer in self.layers.items() if layer.kind != "boxes"]
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)

@@ -229,30 +229,41 @@ function blendAt(d, i, r, g, b, a) {
   d[j + 2] = Math.floor(d[j + 2] * (1 - a) + b * a + 0.5);
 }
 
-function edges(inside, h, w, width) {  // inner boundary, `width` px (core.render.contour)
-  let e = inside;
+// Scratch buffers reused between paints (no garbage per step).
+function scratch(s, name, n) {
+  const b = s[name];
+  return b && b.length === n ? b : (s[name] = new Uint8Array(n));
+}
+
+// Inner boundary of `inside`, `width` px thick (core.render.contour: 4-neighbour erosion, the image
+// border counts as outside), into `out`.
+function edges(s, inside, h, w, width) {
+  const n = h * w;
+  let e = scratch(s, "bufA", n), next = scratch(s, "bufB", n);
+  e.set(inside);
   for (let k = 0; k < Math.max(1, width); k++) {
-    const next = new Uint8Array(h * w);
+    next.fill(0);
     for (let r = 1; r < h - 1; r++) {
-      for (let c = 1; c < w - 1; c++) {
-        const i = r * w + c;
-        next[i] = e[i] && e[i - 1] && e[i + 1] && e[i - w] && e[i + w] ? 1 : 0;
+      for (let c = 1, i = r * w + 1; c < w - 1; c++, i++) {
+        if (e[i] && e[i - 1] && e[i + 1] && e[i - w] && e[i + w]) next[i] = 1;
       }
     }
-    e = next;
+    [e, next] = [next, e];
   }
-  const out = new Uint8Array(h * w);
-  for (let i = 0; i < h * w; i++) out[i] = inside[i] && !e[i] ? 1 : 0;
+  const out = scratch(s, "bufC", n);
+  for (let i = 0; i < n; i++) out[i] = inside[i] && !e[i] ? 1 : 0;
   return out;
 }
 
-function drawMask(d, plane, L, h, w) {
+function drawMask(s, d, plane, L, h, w) {
   const [r, g, b] = L.colour, n = h * w;
   if (L.style !== "contour") for (let i = 0; i < n; i++) if (plane[i]) blendAt(d, i, r, g, b, L.opacity);
   if (L.style !== "fill") {
-    const inside = new Uint8Array(n);
-    for (let i = 0; i < n; i++) inside[i] = plane[i] ? 1 : 0;
-    const edge = edges(inside, h, w, L.line_width);
+    const inside = scratch(s, "bufI", n);
+    let any = 0;
+    for (let i = 0; i < n; i++) { const v = plane[i] ? 1 : 0; inside[i] = v; any |= v; }
+    if (!any) return;
+    const edge = edges(s, inside, h, w, L.line_width);
     const a = L.style === "both" ? 1 : L.opacity;
     for (let i = 0; i < n; i++) if (edge[i]) blendAt(d, i, r, g, b, a);
   }
@@ -321,16 +332,14 @@ function draw(s) {
   if (`${s.center}/${s.width}` !== s.lutFor) buildLut(s);
   if (!s.image || s.image.width !== w || s.image.height !== h) s.image = new ImageData(w, h);
   const d = s.image.data, lut = s.lut;
-  for (let i = 0, j = 0; i < n; i++, j += 4) {
-    const g = lut[raw[i]];
-    d[j] = g; d[j + 1] = g; d[j + 2] = g; d[j + 3] = 255;
-  }
+  const d32 = new Uint32Array(d.buffer, d.byteOffset, n);  // RGBA little-endian: 0xAABBGGRR
+  for (let i = 0; i < n; i++) d32[i] = 0xff000000 | (lut[raw[i]] * 0x010101);
   for (const L of s.layers) {
     if (!L.visible || L.opacity <= 0) continue;
     if (L.kind === "boxes") { if (s.orientation === "axial") drawBoxes(d, L, s.index, h, w); continue; }
     const plane = layerPlane(s, L);
     if (!plane) continue;
-    if (L.kind === "mask") drawMask(d, plane, L, h, w); else drawHeat(d, plane, L, n);
+    if (L.kind === "mask") drawMask(s, d, plane, L, h, w); else drawHeat(d, plane, L, n);
   }
   s.plane = raw;
   if (s.canvas.width !== w || s.canvas.height !== h) { s.canvas.width = w; s.canvas.height = h; layout(s); }
@@ -393,7 +402,7 @@ function readout(s) {
   const { row, col } = s.hover, [, w] = planeSize(s);
   if (!s.plane) return;
   const [z, y, x] = toVoxel(s, row, col);
-  const have = s.orientation !== "axial" || s.vol.slices[z];
+  const have = !!s.vol.slices[z];
   const value = s.plane[row * w + col] * s.coding.slope + s.coding.intercept;
   const shown = !have ? "…" : s.coding.exact ? value.toFixed(0) : value.toPrecision(4);
   s.pointer.textContent = `voxel x ${x}, y ${y}, z ${z}: ${shown}${s.unit ? " " + s.unit : ""}`;
@@ -603,18 +612,18 @@ _component = st.components.v2.component("slicewise.slice_viewer", html=HTML, css
 _feed = st.components.v2.component("slicewise.slice_feed", html='<div class="sw-feed"></div>',
                                    css=".sw-feed { display: none; }", js=FEED_JS)
 
-FEED_SLOTS = (3, 6, None)  # chunks of axial slices per feed payload, nearest the start first
+FEED_SLOTS = (3, 6, 4, None)  # runs of axial slices per feed payload, nearest the start first; None: the rest
 
 
 class ViewSource(Protocol):
     """What the viewer shows (see pages._ui.frames.VolumeView): a volume's raw slices and its layers."""
 
     volume_key: str  # an id of the volume's file and version
-    chunk: int  # slices are encoded (and cached) in runs of this many: feeds send whole runs
 
     def header(self, orientation: str) -> dict: ...  # shape, coding, aspect, presets, layers' look
     def slices(self, indices: Sequence[int]) -> list[bytes]: ...
-    def layer_feeds(self) -> list[tuple[dict, bytes]]: ...  # (header, blob) per mask / heatmap layer
+    def feed_payloads(self, start: int) -> list[bytes]: ...  # len(FEED_SLOTS) payloads
+    def layer_payloads(self) -> list[tuple[str, bytes]]: ...  # (layer id, payload) per mask / heatmap
 
     @property
     def count(self) -> int: ...  # axial slices
@@ -684,13 +693,10 @@ def slice_viewer_feed(source: ViewSource, *, key: str) -> None:
     layers. Call it at the end of the page run, after the opening slice and the page are on screen.
     The payloads depend on the volume only: a rerun or a new orientation sends references."""
     start = feed_start(key, source, source.count // 2)
-    for slot, indices in enumerate(view_payload.feed_plan(source.count, start, source.chunk, FEED_SLOTS)):
-        header = {"volume": source.volume_key, "kind": "slices", "indices": indices}
-        blobs = source.slices(indices) if indices else []
-        _feed(key=f"{key}_feed{slot}", data=view_payload.pack(header, blobs))
-    for head, blob in source.layer_feeds():
-        header = {"volume": source.volume_key, "kind": "layer", "id": head["id"]}
-        _feed(key=f"{key}_layer_{head['id']}", data=view_payload.pack(header, [blob]))
+    for slot, data in enumerate(source.feed_payloads(start)):
+        _feed(key=f"{key}_feed{slot}", data=data)
+    for ident, data in source.layer_payloads():
+        _feed(key=f"{key}_layer_{ident}", data=data)
 
 
 def _noop() -> None:
