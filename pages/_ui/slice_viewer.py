@@ -306,7 +306,7 @@ function markPainted(s) {
     s.root.dataset.painted = String(index);
     s.root.dataset.paintedStack = stack;
     s.root.dataset.paints = String(s.paints);
-    window.__slicewisePaint = { key: s.key, stack, index, t: performance.now(), n: s.paints };
+    window.__slicewisePaint = { key: s.key, stack, index, t: performance.now(), n: s.paints, draw: s.drawMs };
   };
   ch.port2.postMessage(0);
 }
@@ -322,6 +322,7 @@ function showStatus(s) {
 function fmt(s, v) { return Math.abs(v) >= 100 || s.coding.exact ? v.toFixed(0) : v.toPrecision(3); }
 
 function draw(s) {
+  const t0 = performance.now();
   s.root.dataset.index = String(s.index);
   if (String(s.slider.value) !== String(s.index)) s.slider.value = String(s.index);
   showStatus(s);
@@ -344,6 +345,7 @@ function draw(s) {
   s.plane = raw;
   if (s.canvas.width !== w || s.canvas.height !== h) { s.canvas.width = w; s.canvas.height = h; layout(s); }
   s.ctx.putImageData(s.image, 0, 0);
+  s.drawMs = performance.now() - t0;  // the compositing itself (bench_stepping reports it)
   if (!s.missing) markPainted(s);  // a resliced plane still filling in is not "painted" yet
   if (s.hover) readout(s);
 }
