@@ -1,13 +1,17 @@
-"""Slice stepping in the browser: client-side slice viewer vs the plain slider + st.image rerun.
+"""The Viewer compositing in the browser vs the server path (plain slider + st.image rerun), one run.
 
 Starts the real app on a data root holding the 512x512 LIDC-IDRI-0001 series (data/lidc; a synthetic
-512x512 series when it is missing), opens the Viewer in Chromium and steps through 50 slices with the
-keyboard in each mode. Latency is measured in the page with performance.now(): from the keydown
-event to the frame in which the new slice image is painted (requestAnimationFrame, then a task after
-it). Also reports the streamlit process's peak RSS against the volume's float32 size, and the time
-to the first slice after clicking "Viewer", split into: the page run up to load_volume (the volume
-header on screen), the first slice's payload reaching the component, its paint, and the whole stack
-reaching the browser; load_volume and PNG encoding are also timed alone in this process.
+133x512x512 series when it is missing), opens the Viewer in Chromium and measures, in the page with
+performance.now(), from the input event to the frame in which the new picture is painted:
+- stepping 50 slices with the keyboard, without overlays and with a stored mask + heatmap shown;
+- window/level by right-button drag (40 pointer moves) and a heatmap opacity change (30 inputs);
+- the same on the server path in the same run (slider steps, overlay checkboxes, a window preset pick):
+  the baseline of the ratio column.
+Also: the compositing time alone per paint; the streamlit process's peak RSS against the volume's
+float32 size (idle read cold, and warm after another session opened the Viewer on a tiny series so
+that the imports are done); the browser's JS heap (CDP) and the viewer's typed arrays; the time to
+the first slice after clicking "Viewer", split into its parts, with the server's encoding timed alone
+in this process against the old render + PNG of windowed frames.
 
     .venv/bin/python -m bench.bench_stepping [--steps 50]
 """
