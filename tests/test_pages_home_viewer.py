@@ -78,6 +78,8 @@ def test_viewer_fast_path_sends_the_start_slice_first_then_the_rest(data_root):
 
     hu = _series(data_root)
     at = _run("viewer.py")
+    assert len(at.get("bidi_component")) == 1  # the viewer alone: its first paint waits for nothing
+    at.run()  # the browser reports that first paint: this run sends the rest
     elements = at.get("bidi_component")
     names = [el.proto.component_name for el in elements]
     assert names[0].endswith("slice_viewer") and all(n.endswith("slice_feed") for n in names[1:])

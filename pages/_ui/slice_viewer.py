@@ -375,7 +375,11 @@ function draw(s) {
   s.ctx.putImageData(s.image, 0, 0);
   s.drawMs = performance.now() - t0;  // the compositing itself (bench_stepping reports it)
   if (!s.missing) markPainted(s);  // a resliced plane still filling in is not "painted" yet
-  if (!s.vol.ready) { s.vol.ready = true; setTimeout(() => pump(s.vol), 0); }  // now the feeds
+  if (!s.vol.ready) {  // the first paint of this volume: now the feeds (the server waits for this report)
+    s.vol.ready = true;
+    setTimeout(() => pump(s.vol), 0);
+    report(s, 0);
+  }
   if (s.hover) readout(s);
 }
 
@@ -705,6 +709,7 @@ def slice_viewer(source: ViewSource, *, orientation: str, index: int, axial_inde
     data = view_payload.pack(header, source.slices(first))
     result = _component(key=key, data=data, default={"view": None}, on_view_change=_noop,
                         on_probe_change=_noop)
+    _count_run(key, source.volume_key)
     view = _get(result, "view")
     view = view if isinstance(view, dict) and view.get("volume") == source.volume_key else None
     reported = view.get("index") if view and view.get("stack") == stack else None
@@ -719,10 +724,24 @@ def slice_viewer(source: ViewSource, *, orientation: str, index: int, axial_inde
     return ViewerState(int(reported) if isinstance(reported, int | float) else None, probe, view)
 
 
+def _count_run(key: str, volume_key: str) -> int:
+    """How many page runs in a row have shown this volume (1: the first)."""
+    name = f"{key}__runs"
+    ident, runs = st.session_state.get(name) or ("", 0)
+    runs = runs + 1 if ident == volume_key else 1
+    st.session_state[name] = (volume_key, runs)
+    return runs
+
+
 def slice_viewer_feed(source: ViewSource, *, key: str) -> None:
     """Send the rest of the volume: every axial slice but the feed start one, nearest first, then the
-    layers. Call it at the end of the page run, after the opening slice and the page are on screen.
-    The payloads depend on the volume only: a rerun or a new orientation sends references."""
+    layers, from the second page run showing the volume on (the browser reports its first paint at
+    once, which makes that run): tens of megabytes arriving with the viewer's own payload delayed its
+    first paint by seconds. The payloads depend on the volume only: a rerun or a new orientation
+    sends references."""
+    ident, runs = st.session_state.get(f"{key}__runs") or ("", 0)
+    if ident != source.volume_key or runs < 2:
+        return
     start = feed_start(key, source, source.count // 2)
     for slot, data in enumerate(source.feed_payloads(start)):
         _feed(key=f"{key}_feed{slot}", data=data)
