@@ -193,13 +193,15 @@ def box_rows(data: Any) -> list[list[float]]:
     return rows
 
 
-def layer_id(name: str) -> str:
-    return hashlib.sha1(name.encode()).hexdigest()[:12]
+def layer_id(name: str, version: str = "") -> str:
+    """The browser's key of a layer's data: a new version (predicted again) is a new key."""
+    return hashlib.sha1(f"{name}\0{version}".encode()).hexdigest()[:12]
 
 
-def layer_header(name: str, layer: OverlayLayer) -> dict:
+def layer_header(name: str, layer: OverlayLayer, version: str = "") -> dict:
     """The look of a layer (the browser's starting state) and, for boxes, the boxes themselves."""
-    head = {"id": layer_id(name), "name": name, "kind": layer.kind, "colour": [int(c) for c in layer.colour],
+    head = {"id": layer_id(name, version), "name": name, "kind": layer.kind,
+            "colour": [int(c) for c in layer.colour],
             "opacity": round(float(layer.opacity), 3), "visible": bool(layer.visible), "style": layer.style,
             "line_width": int(layer.line_width), "threshold": float(layer.threshold)}
     if layer.kind == "boxes":

@@ -41,9 +41,14 @@ def _feed_payload(path: str, mtime: float, key: str, start: int, slot: int, _vol
     return view_payload.pack(header, view_payload.encode_slices(_volume.array, indices, _coding))
 
 
+def _version(layer: OverlayLayer) -> str:
+    """Layer data are cached by the pages and never mutated: a new object is a new version."""
+    return str(id(layer.data))
+
+
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _layer_payload(key: str, name: str, kind: str, data_id: int, _layer: OverlayLayer) -> bytes:
-    header = {"volume": key, "kind": "layer", "id": view_payload.layer_id(name)}
+    header = {"volume": key, "kind": "layer", "id": view_payload.layer_id(name, _version(_layer))}
     return view_payload.pack(header, [view_payload.layer_blob(_layer)])
 
 
@@ -91,7 +96,8 @@ class VolumeView:
                 "flip": render.flips_vertically(orientation, v.direction),
                 "window": list(window), "colormaps": list(view_payload.COLORMAPS),
                 "presets": [{"name": k, "center": c, "width": w} for k, (c, w) in presets.items()],
-                "layers": [view_payload.layer_header(name, layer) for name, layer in self.layers.items()]}
+                "layers": [view_payload.layer_header(name, layer, _version(layer))
+                           for name, layer in self.layers.items()]}
 
     def slices(self, indices: Sequence[int]) -> list[bytes]:
         """Encoded axial slices `indices`, in that order (the opening slice: a few ms)."""
@@ -104,8 +110,8 @@ class VolumeView:
 
     def layer_payloads(self) -> list[tuple[str, bytes]]:
         """(layer id, payload) of each mask and heatmap layer (boxes travel in the viewer's header)."""
-        return [(view_payload.layer_id(name), _layer_payload(self.volume_key, name, layer.kind,
-                                                             id(layer.data), layer))
+        return [(view_payload.layer_id(name, _version(layer)),
+                 _layer_payload(self.volume_key, name, layer.kind, id(layer.data), layer))
                 for name, layer in self.layers.items() if layer.kind != "boxes"]
 
 

@@ -403,6 +403,7 @@ function report(s, delay = 400) {
       window: [s.center, s.width],
       layers: Object.fromEntries(s.layers.map((L) => [L.name, { visible: L.visible, opacity: L.opacity,
         style: L.style, colormap: L.colormap || null }])),
+      complete: s.vol.have >= s.vol.shape[0], loaded: [...s.vol.layers.keys()],  // the server stops feeding
     };
     const text = JSON.stringify(view);
     if (text !== s.reported) { s.reported = text; s.setStateValue("view", view); }
@@ -712,6 +713,7 @@ def slice_viewer(source: ViewSource, *, orientation: str, index: int, axial_inde
     _count_run(key, source.volume_key)
     view = _get(result, "view")
     view = view if isinstance(view, dict) and view.get("volume") == source.volume_key else None
+    st.session_state[f"{key}__view"] = view
     reported = view.get("index") if view and view.get("stack") == stack else None
     probe = _get(result, "probe")
     if isinstance(probe, list):
@@ -737,16 +739,20 @@ def slice_viewer_feed(source: ViewSource, *, key: str) -> None:
     """Send the rest of the volume: every axial slice but the feed start one, nearest first, then the
     layers, from the second page run showing the volume on (the browser reports its first paint at
     once, which makes that run): tens of megabytes arriving with the viewer's own payload delayed its
-    first paint by seconds. The payloads depend on the volume only: a rerun or a new orientation
-    sends references."""
+    first paint by seconds. The payloads depend on the volume only: a rerun sends references, and
+    once the browser reports that it holds every slice (layer), reruns leave those feeds out."""
     ident, runs = st.session_state.get(f"{key}__runs") or ("", 0)
     if ident != source.volume_key or runs < 2:
         return
-    start = feed_start(key, source, source.count // 2)
-    for slot, data in enumerate(source.feed_payloads(start)):
-        _feed(key=f"{key}_feed{slot}", data=data)
+    view = st.session_state.get(f"{key}__view") or {}  # this volume's, or {}
+    if not view.get("complete"):  # once the browser holds every slice, reruns stop carrying them
+        start = feed_start(key, source, source.count // 2)
+        for slot, data in enumerate(source.feed_payloads(start)):
+            _feed(key=f"{key}_feed{slot}", data=data)
+    loaded = set(view.get("loaded") or ())
     for ident, data in source.layer_payloads():
-        _feed(key=f"{key}_layer_{ident}", data=data)
+        if ident not in loaded:
+            _feed(key=f"{key}_layer_{ident}", data=data)
 
 
 def _noop() -> None:
