@@ -59,7 +59,7 @@ CSS = """
 .sw-root[data-waiting] .sw-canvas { opacity: 0.6; }  /* the plane named above is still filling in */
 .sw-slider { width: 100%; margin: 0.4rem 0 0.1rem 0; accent-color: var(--st-primary-color, #ff4b4b); }
 .sw-layers { display: grid; gap: 0.2rem; margin: 0.3rem 0; font-size: 0.85rem; }
-.sw-layer { display: grid; grid-template-columns: minmax(0, 1fr) 7rem auto; gap: 0.5rem;
+.sw-layer { display: grid; grid-template-columns: minmax(0, 1fr) 7rem 5.5rem; gap: 0.5rem;
             align-items: center; }
 .sw-toggle { display: flex; gap: 0.35rem; align-items: center; overflow: hidden; white-space: nowrap;
              text-overflow: ellipsis; cursor: pointer; }
