@@ -264,36 +264,48 @@ function scratch(s, name, n) {
 }
 
 // Inner boundary of `inside`, `width` px thick (core.render.contour: 4-neighbour erosion, the image
-// border counts as outside), into `out`.
-function edges(s, inside, h, w, width) {
+// border counts as outside), within the rows r0..r1 and columns c0..c1 that hold the mask.
+function edges(s, inside, h, w, width, [r0, r1, c0, c1]) {
   const n = h * w;
   let e = scratch(s, "bufA", n), next = scratch(s, "bufB", n);
   e.set(inside);
+  const rs = Math.max(1, r0), re = Math.min(h - 2, r1), cs = Math.max(1, c0), ce = Math.min(w - 2, c1);
   for (let k = 0; k < Math.max(1, width); k++) {
     next.fill(0);
-    for (let r = 1; r < h - 1; r++) {
-      for (let c = 1, i = r * w + 1; c < w - 1; c++, i++) {
+    for (let r = rs; r <= re; r++) {
+      for (let c = cs, i = r * w + cs; c <= ce; c++, i++) {
         if (e[i] && e[i - 1] && e[i + 1] && e[i - w] && e[i + w]) next[i] = 1;
       }
     }
     [e, next] = [next, e];
   }
-  const out = scratch(s, "bufC", n);
-  for (let i = 0; i < n; i++) out[i] = inside[i] && !e[i] ? 1 : 0;
-  return out;
+  return e;  // interior: an edge pixel is inside and not interior
 }
 
 function drawMask(s, d, plane, L, h, w) {
   const [r, g, b] = L.colour, n = h * w;
   if (L.style !== "contour") for (let i = 0; i < n; i++) if (plane[i]) blendAt(d, i, r, g, b, L.opacity);
-  if (L.style !== "fill") {
-    const inside = scratch(s, "bufI", n);
-    let any = 0;
-    for (let i = 0; i < n; i++) { const v = plane[i] ? 1 : 0; inside[i] = v; any |= v; }
-    if (!any) return;
-    const edge = edges(s, inside, h, w, L.line_width);
-    const a = L.style === "both" ? 1 : L.opacity;
-    for (let i = 0; i < n; i++) if (edge[i]) blendAt(d, i, r, g, b, a);
+  if (L.style === "fill") return;
+  const inside = scratch(s, "bufI", n);
+  let r0 = h, r1 = -1, c0 = w, c1 = -1;
+  for (let row = 0, i = 0; row < h; row++) {
+    for (let c = 0; c < w; c++, i++) {
+      if (plane[i]) {
+        inside[i] = 1;
+        if (row < r0) r0 = row;
+        r1 = row;
+        if (c < c0) c0 = c;
+        if (c > c1) c1 = c;
+      } else inside[i] = 0;
+    }
+  }
+  if (r1 < 0) return;
+  const interior = edges(s, inside, h, w, L.line_width, [r0, r1, c0, c1]);
+  const a = L.style === "both" ? 1 : L.opacity;
+  for (let row = r0; row <= r1; row++) {
+    for (let c = c0, i = row * w + c0; c <= c1; c++, i++) {
+      if (inside[i] && !interior[i]) blendAt(d, i, r, g, b, a);
+    }
   }
 }
 
@@ -507,7 +519,9 @@ function bind(s) {
     if (ev.button !== 0) return;
     const p = pointerPixel(s, ev);
     s.root.focus({ preventScroll: true });
+    clearTimeout(s.timer);  // a state report landing during the probe's run could drop the trigger
     s.setTriggerValue("probe", { row: p.row, col: p.col, index: s.index, stack: s.stack });
+    report(s, 1500);
   });
   s.preset.addEventListener("change", () => {
     const p = s.presets.find((q) => q.name === s.preset.value);
