@@ -96,6 +96,12 @@ def _flips_vertically(orientation: str, direction: np.ndarray | None) -> bool:
     return z_points_superior
 
 
+def flips_vertically(orientation: str, direction: np.ndarray | None) -> bool:
+    """Whether `extract_slice` shows the rows of this orientation bottom-up (superior at the top)."""
+    _check_orientation(orientation)
+    return _flips_vertically(orientation, direction)
+
+
 def extract_slice(array: np.ndarray, orientation: str, index: int,
                   direction: np.ndarray | None = None) -> np.ndarray:
     """The 2D slice `index` of a (z, y, x) array in display order (see module docstring)."""

@@ -8,14 +8,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import render, settings
+from core import render, settings, view_payload
 from core.errors import SlicewiseError
 from core.volume import Volume
-from pages._ui.frames import montage_png, stack_frames
+from pages._ui.frames import VolumeView, montage_png, volume_view
 from pages._ui.loaders import data_root, list_volumes_cached, load_volume_cached, path_mtime, truth_cached
 from pages._ui.navigation import ensure_app_navigation
 from pages._ui.overlays import available_layers, layer_legend
-from pages._ui.slice_viewer import FrameSource, slice_viewer, slice_viewer_feed
+from pages._ui.slice_viewer import slice_viewer, slice_viewer_feed
 
 ensure_app_navigation()
 
@@ -56,7 +56,9 @@ def _pick_source(root: Path) -> tuple[Path | None, str]:
 
 
 def _window_controls(volume: Volume) -> tuple[float, float]:
+    """The server slider's window (the browser viewer has its own, reported back in `view`)."""
     options, default = render.window_choices(volume.modality)
+    options = [o for o in options if o not in view_payload.INTERNAL_PRESETS]
     choice = st.selectbox("Window", options, index=options.index(default),
                           key=f"viewer_window_{volume.modality}")  # CT keeps its preset, MR its own
     start = render.resolve_window(default if choice == render.CUSTOM_WINDOW else choice, volume.array)
@@ -115,16 +117,25 @@ def _show_readout(volume: Volume, orientation: str, index: int, row: int, col: i
     st.markdown(f"**{r.value:.0f}{unit}** at voxel x {r.x}, y {r.y}, z {r.z}")
 
 
-def _readout_inputs(volume: Volume, orientation: str, index: int, probe: dict | None, shape2d) -> None:
+def _readout_inputs(volume: Volume, orientation: str, index: int, probe: dict | None, shape2d,
+                    fast: bool) -> None:
     st.markdown("**Intensity readout**")
+    if fast:
+        st.caption("The value under the pointer shows above the image.")
     if probe is not None and int(probe.get("index", -1)) == index:
         _show_readout(volume, orientation, index, int(probe["row"]), int(probe["col"]))
         st.caption("from the last click on the image")
         return
     c1, c2 = st.columns(2)
     rows, cols = shape2d
-    col = c1.number_input("x (column)", 0, cols - 1, cols // 2, key=f"viewer_probe_x_{orientation}")
-    row = c2.number_input("y (row)", 0, rows - 1, rows // 2, key=f"viewer_probe_y_{orientation}")
+    keys = f"viewer_probe_x_{orientation}", f"viewer_probe_y_{orientation}"
+    if st.session_state.get("viewer_probe_volume") != volume.volume_id:  # a new volume: its centre,
+        for axis in ("x", "y"):  # not the last volume's x/y
+            for o in render.ORIENTATIONS:
+                st.session_state.pop(f"viewer_probe_{axis}_{o}", None)
+        st.session_state["viewer_probe_volume"] = volume.volume_id
+    col = c1.number_input("x (column)", 0, cols - 1, cols // 2, key=keys[0])
+    row = c2.number_input("y (row)", 0, rows - 1, rows // 2, key=keys[1])
     _show_readout(volume, orientation, index, int(row), int(col))
 
 
@@ -138,26 +149,37 @@ def _plain_viewer(volume: Volume, orientation: str, window, layers, index: int, 
     return index
 
 
-def _viewer(volume: Volume, path: Path, orientation: str, window, layers,
-            mode: str) -> tuple[int, dict | None, FrameSource | None]:
-    """Show the slice viewer; (slice index, last click probe, the frames still to send or None)."""
-    n = render.slice_count(volume.shape, orientation)
-    index = _current_index(n, orientation)
-    probe, source = None, None
-    if mode == PLAIN:
-        index = _plain_viewer(volume, orientation, window, layers, index, n)
-    else:
-        source = stack_frames(str(path.resolve()), path_mtime(path), volume, orientation, window, layers)
-        shape2d = render.extract_slice(volume.array, orientation, 0, volume.direction).shape
-        reported, probe = slice_viewer(source, width=shape2d[1], height=shape2d[0],
-                                       aspect=render.display_aspect(volume.spacing, orientation), index=index,
-                                       orientation=orientation, key=VIEWER_KEY)
-        if reported is not None and 0 <= reported < n:
-            index = reported
-        if probe is not None:
-            index = int(probe.get("index", index))
-    _remember_index(orientation, index)
-    return index, probe, source
+def _browser_viewer(source: VolumeView, orientation: str, index: int) -> tuple[int, dict | None, dict | None]:
+    """The client-side viewer; (slice index, last click probe, the reader's reported view or None)."""
+    state = slice_viewer(source, orientation=orientation, index=index,
+                         axial_index=_current_index(source.count, "axial"), key=VIEWER_KEY)
+    n = render.slice_count(source.volume.shape, orientation)
+    if state.index is not None and 0 <= state.index < n:
+        index = state.index
+    if state.probe is not None:
+        index = int(state.probe.get("index", index))
+    return index, state.probe, state.view
+
+
+def _reported_window(volume: Volume, view: dict | None) -> tuple[float, float]:
+    if view and isinstance(view.get("window"), list) and len(view["window"]) == 2:
+        return float(view["window"][0]), float(max(1.0, view["window"][1]))
+    return view_payload.initial_window(volume.array, volume.modality) if volume.modality == "CT" \
+        else render.resolve_window(render.AUTO_WINDOW, volume.array)
+
+
+def _reported_layers(layers: dict, view: dict | None) -> list[render.OverlayLayer]:
+    """The layers the reader has on in the browser, with the opacity and style chosen there."""
+    chosen = []
+    for name, look in ((view or {}).get("layers") or {}).items():
+        layer = layers.get(name)
+        if layer is None or not isinstance(look, dict) or not look.get("visible"):
+            continue
+        style = look.get("style") if look.get("style") in render.MASK_STYLES else layer.style
+        opacity = float(look.get("opacity", layer.opacity))
+        chosen.append(render.OverlayLayer(layer.kind, layer.data, layer.colour, opacity, True, name, style,
+                                          layer.line_width, layer.threshold))
+    return chosen
 
 
 def _header(volume: Volume, name: str) -> None:
@@ -189,6 +211,24 @@ def _montage(volume: Volume, path: Path, orientation: str, window, layers) -> No
              width="stretch")
 
 
+def _side_fast(volume: Volume, view: dict | None, all_layers: dict, notes: dict, problems: list[str]) -> None:
+    window = _reported_window(volume, view)
+    unit = "HU" if volume.modality == "CT" else "units"
+    st.caption(f"Window: center {window[0]:.0f} {unit}, width {window[1]:.0f} · right-drag on the image "
+               "or pick a preset above it")
+    st.markdown("**Overlays**")
+    for problem in problems:
+        st.error(problem)
+    for name, note in notes.items():
+        if name in all_layers:
+            st.markdown(note, unsafe_allow_html=True)
+    if not all_layers:
+        st.caption("No overlays for this volume yet: demo volumes carry ground truth; predictions saved on "
+                   "the Predict & review page appear here.")
+    else:
+        st.caption("Toggle, fade and restyle the layers under the image.")
+
+
 def main() -> None:
     st.title("Viewer")
     root = data_root()
@@ -207,29 +247,43 @@ def main() -> None:
     with side_col:
         orientation = "axial" if volume.is_2d else st.radio(
             "Orientation", list(render.ORIENTATIONS), horizontal=True, key="viewer_orientation")
-        window = _window_controls(volume)
         mode = st.radio("Stepping", [FAST, PLAIN], key="viewer_mode", horizontal=True,
-                        help="Fast: slices step in the browser (wheel, arrow keys). Server: a plain slider.")
-        st.markdown("**Overlays**")
+                        help="Fast: slices step, window and overlays change in the browser (wheel, arrow "
+                             "keys, right-drag). Server: a plain slider, each change redrawn by the server.")
         all_layers, notes, problems = available_layers(volume, truth, settings.annotations_path(),
                                                        settings.runs_root())
-        for problem in problems:
-            st.error(problem)
-        layers = _overlay_controls(all_layers, notes)
-    with view_col:
-        index, probe, source = _viewer(volume, path, orientation, window, layers, mode)
-        if layers:
-            st.markdown(layer_legend(layers, orientation), unsafe_allow_html=True)
+    n = render.slice_count(volume.shape, orientation)
+    index = _current_index(n, orientation)
+    source, probe, view = None, None, None
+    if mode == PLAIN:
+        with side_col:
+            window = _window_controls(volume)
+            st.markdown("**Overlays**")
+            for problem in problems:
+                st.error(problem)
+            layers = _overlay_controls(all_layers, notes)
+        with view_col:
+            index = _plain_viewer(volume, orientation, window, layers, index, n)
+            if layers:
+                st.markdown(layer_legend(layers, orientation), unsafe_allow_html=True)
+    else:
+        source, unfit = volume_view(str(Path(path).resolve()), path_mtime(path), volume, all_layers)
+        with view_col:
+            index, probe, view = _browser_viewer(source, orientation, index)
+        window, layers = _reported_window(volume, view), _reported_layers(all_layers, view)
+        with side_col:
+            _side_fast(volume, view, all_layers, notes, problems + unfit)
+    _remember_index(orientation, index)
     with side_col:
         shape2d = render.extract_slice(volume.array, orientation, index, volume.direction).shape
-        _readout_inputs(volume, orientation, index, probe, shape2d)
+        _readout_inputs(volume, orientation, index, probe, shape2d, fast=source is not None)
     montage_tab, header_tab = st.tabs(["Montage", "Header"])
     with montage_tab:
         _montage(volume, path, orientation, window, layers)
     with header_tab:
         _metadata(volume, index)
     if source is not None:
-        slice_viewer_feed(source, key=VIEWER_KEY)  # the rest of the stack, once the page is on screen
+        slice_viewer_feed(source, key=VIEWER_KEY)  # the rest of the volume and the layers, once on screen
 
 
 main()

@@ -73,26 +73,24 @@ def test_viewer_fast_path_mounts_without_error(data_root):
 
 def test_viewer_fast_path_sends_the_start_slice_first_then_the_rest(data_root):
     """The viewer's own payload holds only the start slice (it paints at once); the feed payloads
-    after it hold every other slice once, lossless at the displayed window."""
-    import io
-
-    from PIL import Image
-
-    from core.windowing import apply_window, to_uint8
-    from pages._ui.slice_viewer import unpack_stack
+    after it hold every other slice once, exactly the modality values (the browser windows them)."""
+    from core.view_payload import IntensityCoding, decode_plane, from_raw, unpack
 
     hu = _series(data_root)
     at = _run("viewer.py")
-    payloads = [unpack_stack(el.proto.bytes) for el in at.get("bidi_component")]
-    names = [el.proto.component_name for el in at.get("bidi_component")]
+    assert len(at.get("bidi_component")) == 1  # the viewer alone: its first paint waits for nothing
+    at.run()  # the browser reports that first paint: this run sends the rest
+    elements = at.get("bidi_component")
+    names = [el.proto.component_name for el in elements]
     assert names[0].endswith("slice_viewer") and all(n.endswith("slice_feed") for n in names[1:])
-    (viewer, [first]), feeds = payloads[0], payloads[1:]
-    assert viewer["indices"] == [3] and viewer["count"] == 6  # the middle of 6 slices
-    sent = {i: png for header, pngs in feeds for i, png in zip(header["indices"], pngs, strict=True)}
-    assert sorted(sent) == [0, 1, 2, 4, 5] and {h["stack"] for h, _ in feeds} == {viewer["stack"]}
-    for i, png in {**sent, 3: first}.items():
-        shown = np.asarray(Image.open(io.BytesIO(png)))
-        np.testing.assert_array_equal(shown, to_uint8(apply_window(hu[i].astype(np.float32), -600, 1500)))
+    (viewer, [first]), *feeds = (unpack(el.proto.bytes) for el in elements)
+    assert viewer["first"] == [3] and viewer["shape"] == [6, 32, 40]  # the middle of 6 slices
+    sent = {i: blob for header, blobs in feeds if header["kind"] == "slices"
+            for i, blob in zip(header["indices"], blobs, strict=True)}
+    assert sorted(sent) == [0, 1, 2, 4, 5] and {h["volume"] for h, _ in feeds} == {viewer["volume"]}
+    coding = IntensityCoding(viewer["coding"]["slope"], viewer["coding"]["intercept"])
+    for i, blob in {**sent, 3: first}.items():
+        np.testing.assert_array_equal(from_raw(decode_plane(blob, (32, 40)), coding), hu[i])
 
 
 @pytest.mark.parametrize("name", ["broken.nii.gz", "garbage.nrrd"])

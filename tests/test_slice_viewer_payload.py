@@ -1,23 +1,16 @@
-"""The slice viewer's binary payloads and how a stack is split among them: the start slice alone in
-the viewer's payload, the rest in feed payloads, nearest first, every frame lossless."""
+"""The slice viewer's payloads for one volume: raw slices (exact modality values) split between the
+viewer's own payload (the opening slice) and the feeds (the rest, nearest first), and the layers apart.
+Nothing depends on the window or the layers' look: changing those in the browser re-sends nothing."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-import pytest
-from PIL import Image
 
-from core import render
 from core.render import OverlayLayer
+from core.view_payload import decode_plane, from_raw, intensity_coding, unpack
 from core.volume import Volume
-from pages._ui.frames import CHUNK, stack_frames
-from pages._ui.slice_viewer import FEED_SLOTS, encode_frames, feed_plan, pack_stack, unpack_stack
-
-
-def _decode(png: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(png)))
+from pages._ui.frames import CHUNK, volume_view
+from pages._ui.slice_viewer import FEED_SLOTS
 
 
 def _volume(z: int = 21, y: int = 24, x: int = 30) -> Volume:
@@ -27,66 +20,70 @@ def _volume(z: int = 21, y: int = 24, x: int = 30) -> Volume:
                   slice_ids=[f"v#{i}" for i in range(z)])
 
 
-def test_pack_unpack_round_trip_keeps_every_frame():
-    frames = [np.full((4, 5), i * 40, np.uint8) for i in range(3)]
-    pngs = encode_frames(frames)
-    header, back = unpack_stack(pack_stack({"stack": "abc", "width": 5, "indices": [4, 0, 9]}, pngs))
-    assert header["stack"] == "abc" and header["indices"] == [4, 0, 9]
-    assert header["sizes"] == [len(p) for p in pngs]
-    for original, got in zip(frames, back, strict=True):
-        np.testing.assert_array_equal(original, _decode(got))
-
-
-def test_an_empty_feed_payload_round_trips():
-    header, back = unpack_stack(pack_stack({"stack": "abc", "indices": []}, []))
-    assert header["sizes"] == [] and back == []
-
-
-def test_unpack_refuses_foreign_bytes():
-    with pytest.raises(ValueError, match="not a slice-viewer payload"):
-        unpack_stack(b"\x89PNG....")
-
-
-@pytest.mark.parametrize(("count", "start", "chunk"), [(133, 66, 8), (133, 0, 8), (133, 132, 8), (12, 6, 8),
-                                                       (512, 255, 8), (9, 8, 4), (2, 1, 8)])
-def test_feed_plan_sends_every_other_slice_once_nearest_first(count, start, chunk):
-    plan = feed_plan(count, start, chunk)
-    assert len(plan) == len(FEED_SLOTS)  # the page always has the same elements
-    sent = [i for part in plan for i in part]
-    assert sorted(sent) == [i for i in range(count) if i != start]  # each once, not the start again
-    first = set(plan[0])
-    assert {i for i in range(start - chunk, start + chunk + 1) if 0 <= i < count and i != start} <= first
-    far = [max(abs(i - start) for i in part) for part in plan if part]
-    assert far == sorted(far)  # later payloads reach further
-
-
-def test_feed_plan_of_a_single_slice_is_empty():
-    assert feed_plan(1, 0, 8) == [[] for _ in FEED_SLOTS]
-
-
-def test_stack_frames_are_lossless_in_any_order_and_either_path():
-    volume = _volume()
-    window = (-600.0, 1500.0)
-    frames = stack_frames("/v", 1.0, volume, "axial", window, [])
-    assert frames.count == 21 and frames.chunk == CHUNK
-    wanted = [20, 3, CHUNK, CHUNK - 1, 0]  # across chunks, out of order
-    pngs = frames.frames(wanted)
-    for i, png in zip(wanted, pngs, strict=True):
-        expected = render.window_to_uint8(volume.array[i], *window)
-        np.testing.assert_array_equal(_decode(png), expected)  # grey, exactly the displayed window
-    assert frames.frames([3]) == [pngs[1]]  # the start slice alone encodes the same bytes
-
-
-def test_stack_frames_draw_overlays_in_rgb_and_change_the_stack_id():
-    volume = _volume()
+def _layers(volume: Volume) -> dict[str, OverlayLayer]:
     mask = np.zeros(volume.shape, np.uint8)
     mask[:, 5:15, 5:20] = 1
-    layer = OverlayLayer("mask", mask, colour=(0, 200, 80), opacity=1.0, label="m")
-    plain = stack_frames("/v", 1.0, volume, "coronal", (40.0, 400.0), [])
-    drawn = stack_frames("/v", 1.0, volume, "coronal", (40.0, 400.0), [layer])
-    assert plain.stack != drawn.stack and plain.count == drawn.count == 24
-    rgb = _decode(drawn.frames([10, 11])[0])
-    expected = render.render_slice(volume.array, "coronal", 10, (40.0, 400.0), [layer], volume.direction)
-    np.testing.assert_array_equal(rgb, expected)
-    other_window = stack_frames("/v", 1.0, volume, "coronal", (-600.0, 1500.0), [])
-    assert other_window.stack != plain.stack
+    heat = np.zeros(volume.shape, np.float32)
+    heat[:, 2:6, 2:9] = 0.75
+    boxes = np.full((volume.shape[0], 4), np.nan, np.float32)
+    boxes[4] = (0.1, 0.1, 0.5, 0.5)
+    return {"m": OverlayLayer("mask", mask, colour=(0, 200, 80), opacity=1.0, label="m"),
+            "h": OverlayLayer("heatmap", heat, opacity=0.5, label="h", threshold=0.05),
+            "b": OverlayLayer("boxes", boxes, label="b")}
+
+
+def test_slices_are_exact_in_any_order_and_either_path():
+    volume = _volume()
+    view, problems = volume_view("/v", 1.0, volume, {})
+    assert not problems and view.count == 21
+    coding = intensity_coding(volume.array)
+    wanted = [20, 3, CHUNK, CHUNK - 1, 0]  # across runs, out of order
+    blobs = view.slices(wanted)
+    for i, blob in zip(wanted, blobs, strict=True):
+        np.testing.assert_array_equal(from_raw(decode_plane(blob, volume.shape[1:]), coding), volume.array[i])
+    assert view.slices([3]) == [blobs[1]]  # the opening slice alone encodes the same bytes
+
+
+def test_the_header_carries_geometry_window_presets_and_the_layers_look():
+    volume = _volume()
+    view, _ = volume_view("/v", 1.0, volume, _layers(volume))
+    axial, coronal = view.header("axial"), view.header("coronal")
+    assert axial["shape"] == [21, 24, 30] and axial["window"] == [-600.0, 1500.0] and axial["unit"] == "HU"
+    assert axial["aspect"] == 1.0 and coronal["aspect"] == 2.5 / 0.7 and coronal["flip"] and not axial["flip"]
+    assert "ct_classifier" not in {p["name"] for p in axial["presets"]}
+    kinds = {layer["name"]: layer["kind"] for layer in axial["layers"]}
+    assert kinds == {"m": "mask", "h": "heatmap", "b": "boxes"}
+    assert [row[0] for row in next(x for x in axial["layers"] if x["name"] == "b")["boxes"]] == [4]
+
+
+def test_layers_feed_apart_and_the_volume_key_ignores_window_and_look():
+    volume = _volume()
+    layers = _layers(volume)
+    view, _ = volume_view("/v", 1.0, volume, layers)
+    feeds = view.layer_payloads()
+    assert len(feeds) == 2  # mask and heatmap; boxes travel in the header
+    assert view.feed_payloads(10) == view.feed_payloads(10)  # cached: the same bytes every rerun
+    faded = {**layers, "m": OverlayLayer("mask", layers["m"].data, opacity=0.1, label="m")}
+    again, _ = volume_view("/v", 1.0, volume, faded)
+    assert again.volume_key == view.volume_key and again.layer_payloads() == feeds
+    assert volume_view("/v", 2.0, volume, layers)[0].volume_key != view.volume_key  # a new file version
+
+
+def test_a_layer_of_another_shape_is_left_out_with_a_problem_naming_it():
+    volume = _volume()
+    bad = OverlayLayer("mask", np.zeros((21, 10, 10), np.uint8), label="wrong")
+    view, problems = volume_view("/v", 1.0, volume, {"wrong": bad})
+    assert not view.layers and len(problems) == 1 and "'wrong'" in problems[0]
+
+
+def test_the_feeds_carry_every_slice_but_the_start_once_exactly():
+    volume = _volume()
+    view, _ = volume_view("/v", 1.0, volume, {})
+    coding = intensity_coding(volume.array)
+    payloads = [unpack(p) for p in view.feed_payloads(10)]
+    assert len(payloads) == len(FEED_SLOTS) and {h["volume"] for h, _ in payloads} == {view.volume_key}
+    sent = {i: b for h, blobs in payloads for i, b in zip(h["indices"], blobs, strict=True)}
+    assert sorted(sent) == [i for i in range(21) if i != 10]
+    for i, blob in sent.items():
+        np.testing.assert_array_equal(from_raw(decode_plane(blob, volume.shape[1:]), coding), volume.array[i])
+    assert set(payloads[0][0]["indices"]) >= {i for i in range(10 - CHUNK, 10 + CHUNK + 1) if i != 10}

@@ -1,89 +1,146 @@
-"""Rendered frames of a stack (volume x orientation x window x overlays), PNG-encoded lazily and cached.
+"""What the Viewer sends the browser for one volume (pages._ui.slice_viewer.ViewSource), and the montage.
 
-The viewer needs the start slice at once and the rest soon after, so frames are encoded on demand:
-one slice alone (`_slice_png`) for the first paint, and runs of CHUNK slices (`_chunk_pngs`) for the
-rest. Chunks are cached per stack, so reopening a stack on another slice re-encodes nothing, and a
-page run interrupted by a rerun loses at most the chunk it was encoding.
+The browser gets raw slices and layers, not rendered frames (core.view_payload decides the bytes), so
+nothing here depends on the window or on the layers' look: a window or opacity change encodes
+nothing. The feed payloads (axial slices in runs of CHUNK, nearest the opening slice first) are packed
+once and cached per volume: a rerun hands Streamlit the same bytes (no re-encoding, no new copy, and
+the browser gets a reference). The opening slice alone is encoded on each run (a few ms). Layer
+payloads are cached per layer data (layers are cached by the pages and never mutated).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
 
+import numpy as np
 import streamlit as st
+from PIL import Image
 
-from core import render
+from core import render, view_payload
 from core.render import OverlayLayer
+from core.view_payload import IntensityCoding
 from core.volume import Volume
-from pages._ui.slice_viewer import encode_frames, encode_png, stack_id
+from pages._ui.slice_viewer import FEED_SLOTS, stack_id
 
-CHUNK = 8  # slices per cached run of frames (~1 MB of PNG at 512x512)
+CHUNK = 8  # axial slices per run in the feeds (~1.7 MB at 512x512 CT)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _coding(path: str, mtime: float, _volume: Volume) -> IntensityCoding:
+    return view_payload.intensity_coding(_volume.array)
+
+
+@st.cache_resource(max_entries=12, show_spinner=False)  # FEED_SLOTS payloads of ~3 volumes
+def _feed_payload(path: str, mtime: float, key: str, start: int, slot: int, _volume: Volume,
+                  _coding: IntensityCoding) -> bytes:
+    """One feed payload (its slices encoded, packed once): a rerun hands Streamlit the same bytes object."""
+    indices = view_payload.feed_plan(int(_volume.shape[0]), start, CHUNK, FEED_SLOTS)[slot]
+    header = {"volume": key, "kind": "slices", "indices": indices}
+    return view_payload.pack(header, view_payload.encode_slices(_volume.array, indices, _coding))
+
+
+def _version(layer: OverlayLayer) -> str:
+    """Layer data are cached by the pages and never mutated: a new object is a new version."""
+    return str(id(layer.data))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _layer_payload(key: str, name: str, kind: str, data_id: int, _layer: OverlayLayer) -> bytes:
+    header = {"volume": key, "kind": "layer", "id": view_payload.layer_id(name, _version(_layer))}
+    return view_payload.pack(header, [view_payload.layer_blob(_layer)])
+
+
+def _drawable(layers: Mapping[str, OverlayLayer], shape) -> tuple[dict[str, OverlayLayer], list[str]]:
+    kept, problems = {}, []
+    for name, layer in layers.items():
+        problem = view_payload.check_layer(name, layer, shape)
+        if problem:
+            problems.append(problem)
+        else:
+            kept[name] = layer
+    return kept, problems
+
+
+@dataclass(frozen=True)
+class VolumeView:
+    """A volume's raw slices and overlay layers for the browser viewer, encoded on demand."""
+
+    path: str
+    mtime: float
+    volume: Volume = field(repr=False, compare=False)
+    layers: Mapping[str, OverlayLayer] = field(repr=False, compare=False)
+
+    @property
+    def volume_key(self) -> str:
+        return stack_id((self.path, self.mtime, self.volume.shape))
+
+    @property
+    def count(self) -> int:
+        return int(self.volume.shape[0])
+
+    @property
+    def coding(self) -> IntensityCoding:
+        return _coding(self.path, self.mtime, self.volume)
+
+    def header(self, orientation: str) -> dict:
+        v = self.volume
+        coding = self.coding
+        presets = view_payload.window_presets(v.modality)
+        window = _opening_window(self.path, self.mtime, v)
+        return {"volume": self.volume_key, "shape": [int(s) for s in v.shape], "coding": coding.header(),
+                "range": coding.value_range, "drag_pixels": view_payload.DRAG_PIXELS,
+                "unit": "HU" if v.modality == "CT" else "",
+                "aspect": render.display_aspect(v.spacing, orientation),
+                "flip": render.flips_vertically(orientation, v.direction),
+                "window": list(window), "colormaps": list(view_payload.COLORMAPS),
+                "presets": [{"name": k, "center": c, "width": w} for k, (c, w) in presets.items()],
+                "layers": [view_payload.layer_header(name, layer, _version(layer))
+                           for name, layer in self.layers.items()]}
+
+    def slices(self, indices: Sequence[int]) -> list[bytes]:
+        """Encoded axial slices `indices`, in that order (the opening slice: a few ms)."""
+        return view_payload.encode_slices(self.volume.array, [int(i) for i in indices], self.coding)
+
+    def feed_payloads(self, start: int) -> list[bytes]:
+        """The FEED_SLOTS payloads of every axial slice but `start`, nearest `start` first (cached)."""
+        args = (self.path, self.mtime, self.volume_key, int(start))
+        return [_feed_payload(*args, slot, self.volume, self.coding) for slot in range(len(FEED_SLOTS))]
+
+    def layer_payloads(self) -> list[tuple[str, bytes]]:
+        """(layer id, payload) of each mask and heatmap layer (boxes travel in the viewer's header)."""
+        return [(view_payload.layer_id(name, _version(layer)),
+                 _layer_payload(self.volume_key, name, layer.kind, id(layer.data), layer))
+                for name, layer in self.layers.items() if layer.kind != "boxes"]
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _opening_window_cached(path: str, mtime: float, _volume: Volume) -> tuple[float, float]:
+    return view_payload.initial_window(_volume.array, _volume.modality)
+
+
+def _opening_window(path: str, mtime: float, volume: Volume) -> tuple[float, float]:
+    c, w = _opening_window_cached(path, mtime, volume)
+    return float(c), float(w)
+
+
+def volume_view(path: str, mtime: float, volume: Volume,
+                layers: Mapping[str, OverlayLayer]) -> tuple[VolumeView, list[str]]:
+    """The browser's view of a volume with every drawable layer; problems for layers that do not fit."""
+    kept, problems = _drawable(layers, volume.shape)
+    return VolumeView(path, mtime, volume, kept), problems
+
+
+def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
+    """uint8 grey (y, x) or RGB (y, x, 3) -> PNG bytes; level 1 is ~3x faster than the default."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
 
 
 def layers_key(layers: Sequence[OverlayLayer]) -> tuple:
     return tuple(layer.signature() for layer in layers if layer.visible and layer.opacity > 0)
-
-
-def _render(volume: Volume, orientation: str, index: int, window: tuple[float, float],
-            layers: tuple[OverlayLayer, ...]):
-    # grey frames when there is nothing to draw over them: smaller PNGs, faster to encode
-    return render.render_frame(volume.array, orientation, index, window, layers, volume.direction)
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _slice_png(path: str, mtime: float, orientation: str, window: tuple[float, float], key: tuple,
-               index: int, _volume: Volume, _layers: tuple[OverlayLayer, ...]) -> bytes:
-    return encode_png(_render(_volume, orientation, index, window, _layers))
-
-
-@st.cache_resource(max_entries=128, show_spinner=False)  # 128 x 8 slices: ~4 axial CT stacks
-def _chunk_pngs(path: str, mtime: float, orientation: str, window: tuple[float, float], key: tuple,
-                chunk: int, _volume: Volume, _layers: tuple[OverlayLayer, ...]) -> tuple[bytes, ...]:
-    stop = min(render.slice_count(_volume.shape, orientation), (chunk + 1) * CHUNK)
-    images = [_render(_volume, orientation, i, window, _layers) for i in range(chunk * CHUNK, stop)]
-    return tuple(encode_frames(images))
-
-
-@dataclass(frozen=True)
-class StackFrames:
-    """The PNG frames of one stack, encoded on demand (a slice_viewer.FrameSource)."""
-
-    path: str
-    mtime: float
-    orientation: str
-    window: tuple[float, float]
-    key: tuple
-    volume: Volume = field(repr=False, compare=False)
-    layers: tuple[OverlayLayer, ...] = field(repr=False, compare=False)
-    chunk: ClassVar[int] = CHUNK
-
-    @property
-    def stack(self) -> str:
-        return stack_id((self.path, self.mtime, self.orientation, self.window, self.key))
-
-    @property
-    def count(self) -> int:
-        return render.slice_count(self.volume.shape, self.orientation)
-
-    def frames(self, indices: Sequence[int]) -> list[bytes]:
-        """PNG bytes of the slices `indices`, in that order. One slice alone is encoded by itself
-        (the first paint waits for nothing else); more go through the cached chunks."""
-        args = (self.path, self.mtime, self.orientation, self.window, self.key)
-        if len(indices) == 1:
-            return [_slice_png(*args, int(indices[0]), self.volume, self.layers)]
-        wanted = sorted({int(i) // CHUNK for i in indices})
-        chunks = {c: _chunk_pngs(*args, c, self.volume, self.layers) for c in wanted}
-        return [chunks[i // CHUNK][i % CHUNK] for i in indices]
-
-
-def stack_frames(path: str, mtime: float, volume: Volume, orientation: str, window: tuple[float, float],
-                 layers: Sequence[OverlayLayer]) -> StackFrames:
-    """The frames of a stack for the client-side viewer; nothing is encoded until asked for."""
-    visible = tuple(layer for layer in layers if layer.visible and layer.opacity > 0)
-    return StackFrames(path, mtime, orientation, (float(window[0]), float(window[1])), layers_key(visible),
-                       volume, visible)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)

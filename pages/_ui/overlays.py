@@ -15,6 +15,7 @@ import html
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from core import predictions
@@ -86,7 +87,11 @@ def annotated_box_layer(csv_path: Path, volume: Volume) -> dict[str, OverlayLaye
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _stored_prediction(_found: predictions.PredictionSet, sidecar: str, mtime_ns: int):
-    return predictions.load_prediction(_found)
+    """The stored set, its heatmap kept as float16 (half the memory; the browser gets 256 levels anyway)."""
+    stored = predictions.load_prediction(_found)
+    if stored.heatmap is not None and stored.heatmap.dtype != np.float16:
+        stored.heatmap = stored.heatmap.astype(np.float16)
+    return stored
 
 
 def prediction_layers(volume: Volume, runs_root: Path | None = None,

@@ -100,7 +100,9 @@ def test_predict_page_saves_reuses_and_flags_stale_predictions(checkpoint, data_
 
     viewer = AppTest.from_file(VIEWER_PAGE, default_timeout=60).run()
     assert not viewer.exception
+    viewer.radio(key="viewer_mode").set_value("Server slider").run()  # the browser viewer has its own toggles
     viewer.checkbox(key=f"viewer_ov_{OVERLAY}").check().run()
+    viewer.radio(key="viewer_mode").set_value("In the browser (fast)").run()
     stack = viewer.session_state["viewer_stack__start"][0]
     viewer.run()  # a rerun keeps the same stack: the browser payload stays cached
     assert viewer.session_state["viewer_stack__start"][0] == stack
@@ -153,7 +155,7 @@ def test_viewer_shows_predicted_boxes_saved_on_the_predict_page(checkpoint, page
         page.locator(".sw-root[data-painted]").wait_for()
         plain = page.locator(".sw-canvas").evaluate("c => c.toDataURL()")
         assert _coloured(page) == 0
-        page.get_by_test_id("stCheckbox").filter(has_text=OVERLAY).click()
+        page.locator(".sw-layer").filter(has_text=OVERLAY).locator(".sw-on").check()  # the viewer's toggle
         page.wait_for_function(
             "(before) => { const c = [...document.querySelectorAll('*')].map(e => e.shadowRoot)"
             ".filter(Boolean).map(r => r.querySelector('.sw-canvas')).find(Boolean);"

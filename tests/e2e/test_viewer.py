@@ -70,6 +70,11 @@ def _wait_colours(page, colours: list[tuple[int, int, int]], at_least: int) -> l
     return page.evaluate(COUNT_COLOURS, colours)
 
 
+def _layer_toggle(page, name: str):
+    """The on/off checkbox of a layer in the viewer's layer list (in its shadow root)."""
+    return page.locator(".sw-layer").filter(has_text=name).locator(".sw-on")
+
+
 def _canvas_pixels(page) -> str:
     return page.locator(".sw-canvas").evaluate("c => c.toDataURL()")
 
@@ -130,7 +135,7 @@ def test_viewer_steps_slices_reads_hu_and_survives_a_bad_file(page, tmp_path):
 
 def test_viewer_shows_truth_overlays_of_demo_data(page, tmp_path):
     """Waits for what it checks, never for "the canvas changed": a stack change used to blank the
-    canvas for a frame (fixed in the viewer), and the first checkbox's rerun moves the second one."""
+    canvas for a frame (fixed in the viewer). The layers are toggled in the viewer itself."""
     from core.demo import write_demo_data
 
     root = tmp_path / "data"
@@ -144,9 +149,9 @@ def test_viewer_shows_truth_overlays_of_demo_data(page, tmp_path):
         _wait_painted(page)
         assert page.evaluate(COUNT_COLOURS, [MASK_GREEN, BOX_YELLOW]) == [0, 0]  # no overlay yet
 
-        page.get_by_test_id("stCheckbox").filter(has_text="Lung mask (truth)").click()
-        _wait_colours(page, [MASK_GREEN], at_least=50)  # that rerun is done: the layout below settled
-        page.get_by_test_id("stCheckbox").filter(has_text="Lung boxes (truth)").click()
+        _layer_toggle(page, "Lung mask (truth)").check()  # the viewer's own layer list: no rerun
+        _wait_colours(page, [MASK_GREEN], at_least=50)
+        _layer_toggle(page, "Lung boxes (truth)").check()
         green, yellow = _wait_colours(page, [MASK_GREEN, BOX_YELLOW], at_least=50)
         assert green >= 50 and yellow >= 50  # the lung mask's contour and the box outline, over the slice
         page.screenshot(path=str(SHOTS / "viewer_overlays.png"), full_page=True)
