@@ -212,3 +212,42 @@ def write_png(gray2d: np.ndarray, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.ascontiguousarray(arr)).save(path, format="PNG", compress_level=1)
     return path
+
+
+def write_like(volume, array: np.ndarray, path: Path) -> Path:
+    """Write `array` (the volume's (z, y, x) shape) as `.nrrd` or `.nii.gz`/`.nii` with the source volume's
+    geometry: spacing, origin and direction, so that `core.io.load_volume` reloads it aligned to `volume`
+    (and 3D Slicer puts it over the source). `volume` is a `core.volume.Volume` (canonical layout: index
+    axes x, y, z with patient directions `volume.direction` columns, voxel [0, 0, 0] at `volume.origin`).
+    """
+    path = Path(path)
+    arr = _check_array(array, path)
+    if tuple(arr.shape) != tuple(volume.shape):
+        raise WriteError(f"{path}: array shape {arr.shape} differs from the volume's {tuple(volume.shape)}")
+    sz, sy, sx = (float(s) for s in volume.spacing)
+    direction = np.asarray(volume.direction, dtype=float).reshape(3, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name = path.name.lower()
+    if name.endswith((".nii.gz", ".nii")):
+        import nibabel as nib
+
+        affine_lps = np.eye(4)
+        affine_lps[:3, :3] = direction * np.array([sx, sy, sz])
+        affine_lps[:3, 3] = volume.origin
+        affine_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
+        img = nib.Nifti1Image(np.ascontiguousarray(arr.transpose(2, 1, 0)), affine_ras)
+        img.header.set_xyzt_units("mm", "sec")
+        img.set_qform(affine_ras, code=1)
+        img.set_sform(affine_ras, code=1)
+        nib.save(img, str(path))
+        return path
+    if not name.endswith((".nrrd", ".nhdr")):
+        raise WriteError(f"{path}: write_like writes .nrrd, .nii.gz or .nii")
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(arr))
+    img.SetSpacing((sx, sy, sz))
+    img.SetOrigin(tuple(float(v) for v in volume.origin))
+    img.SetDirection(tuple(float(v) for v in direction.ravel()))
+    sitk.WriteImage(img, str(path), useCompression=True)
+    return path
