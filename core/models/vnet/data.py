@@ -170,7 +170,9 @@ def load_case(paths: CasePaths) -> Case:
     except SlicewiseError as exc:
         raise TrainingDataError(f"{paths.case_id}: {exc}") from None
     if image.shape[0] < 2:
-        raise TrainingDataError(f"{paths.image}: a 2D image ({image.shape[1]}x{image.shape[2]}) in a 3D set")
+        raise TrainingDataError(
+            f"{paths.image}: a 2D image in a 3D set ({image.shape[1]}x{image.shape[2]} pixels)"
+        )
     mismatch = _geometry_mismatch(image, label)
     if mismatch:
         raise TrainingDataError(f"{paths.label}: {mismatch} ({paths.image})")

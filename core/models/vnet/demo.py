@@ -58,7 +58,7 @@ def atrium_phantom(
     radii = (rng.uniform(0.32, 0.42), rng.uniform(0.2, 0.25), rng.uniform(0.23, 0.29))
     r_atrium = _blob(shape, centre, radii, rng, lobes=0.08)
     pool_grey = rng.uniform(105, 125)
-    # distractors: a ventricle (anterior, larger), the aorta (a tube along z) and the spine (bright, posterior)
+    # distractors: a ventricle (anterior, larger), the aorta (a tube along z), the spine (bright, posterior)
     vent = _blob(
         shape,
         (centre[0] - rng.uniform(0.25, 0.4), centre[1] - 0.42, centre[2] + rng.uniform(-0.1, 0.1)),

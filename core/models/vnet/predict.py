@@ -28,8 +28,12 @@ class VNetPredictor:
         image = normalise(volume.array, float(norm.get("low", 0.5)), float(norm.get("high", 99.5)))
         result = segment_volume(self.model, image, self.description, self.device)
         window = [[int(s.start), int(s.stop)] for s in result.window]
-        extras = {"crop_window": window, "located": result.located is not None,
-                  "sliding_window": bool(result.sliding_window), "voxels": int(result.mask.sum())}
+        extras = {
+            "crop_window": window,
+            "located": result.located is not None,
+            "sliding_window": bool(result.sliding_window),
+            "voxels": int(result.mask.sum()),
+        }
         return Prediction(family=self.family, model=self.name, mask=result.mask, extras=extras)
 
 
@@ -43,5 +47,6 @@ def make_predictor(payloads: list[dict[str, Any]], device: str, name: str) -> VN
     model = build_model(**payload["model_args"])
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()
-    return VNetPredictor(model, {k: payload[k] for k in (*DESCRIPTION_KEYS, "normalise") if k in payload},
-                         device, name)
+    return VNetPredictor(
+        model, {k: payload[k] for k in (*DESCRIPTION_KEYS, "normalise") if k in payload}, device, name
+    )

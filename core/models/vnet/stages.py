@@ -163,7 +163,7 @@ def train_locator(
             loss = loss_fn(net(x.to(device)), y.to(device))
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         history.append(total / len(images))
         scheduler.step(history[-1])
         if epoch == 0 or (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
