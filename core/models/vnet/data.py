@@ -9,20 +9,18 @@ one; or flat pairs `<case>_image.<ext>` + `<case>_label.<ext>` (also `_seg`, `_m
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import SlicewiseError, TrainingDataError
+from core.mask_review import FLAT_PAIR as _FLAT
+from core.mask_review import is_label_name, volume_stem
 
 log = logging.getLogger("slicewise.train")
 
-SUFFIXES = (".nii.gz", ".nrrd", ".nhdr", ".nii")
-LABEL_PREFIXES = ("label", "seg", "mask", "laendo")
 IMAGE_PREFIXES = ("image", "lgemri", "img")
-_FLAT = re.compile(r"^(?P<case>.+)_(?P<role>image|img|label|seg|mask)$", re.IGNORECASE)
 DEMO_SUBFOLDER = "segmentation"
 GEOMETRY_TOLERANCE = 1e-3  # relative spacing / mm origin difference allowed between image and label
 
@@ -48,19 +46,6 @@ class Case:
     image: np.ndarray
     label: np.ndarray
     spacing: tuple[float, float, float]
-
-
-def volume_stem(name: str) -> str | None:
-    """`image.nii.gz` -> `image`; None when the name is not a volume file."""
-    lower = name.lower()
-    for suffix in SUFFIXES:
-        if lower.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return None
-
-
-def is_label_name(stem: str) -> bool:
-    return stem.lower().startswith(LABEL_PREFIXES)
 
 
 def _case_folder(folder: Path, names: list[str]) -> tuple[CasePaths | None, str | None]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,14 @@ import torch
 from core.models.vnet.data import Case, load_cases, split_cases
 from core.models.vnet.datasets import CropDataModule, TrainCrop, ValCrop
 from core.models.vnet.losses import HybridSchedule, SegmentationLoss
-from core.models.vnet.metrics import DISTANCES, OVERLAP, case_metrics, overlap_from_counts, summarise
+from core.models.vnet.metrics import (
+    DISTANCES,
+    OVERLAP,
+    case_metrics,
+    overlap_from_counts,
+    summarise,
+    worst_slice,
+)
 from core.models.vnet.net import build_model, model_args
 from core.models.vnet.stages import (
     LocatorData,
@@ -193,19 +201,6 @@ class VNetModule(pl.LightningModule):
         }
 
 
-def worst_slice(pred: np.ndarray, truth: np.ndarray) -> int:
-    """The axial slice with the lowest Dice among those where either mask has voxels."""
-    from core.models.vnet.metrics import overlap_counts
-
-    best, worst = 2.0, 0
-    for z in range(truth.shape[0]):
-        if truth[z].any() or pred[z].any():
-            dice = overlap_from_counts(*overlap_counts(pred[z], truth[z]))["dice"]
-            if dice < best:
-                best, worst = dice, z
-    return int(worst)
-
-
 # ---------------------------------------------------------------------------------------------
 # make_training
 # ---------------------------------------------------------------------------------------------
@@ -286,6 +281,8 @@ def _locator_summary(cases: list[Case], windows: dict[str, Any]) -> dict[str, fl
 def make_training(
     settings: dict[str, Any], data: Path, run_dir: Path
 ) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+    # the frozen locator stays in eval mode inside the trained module, on purpose
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     cases, skipped = load_cases(Path(data))
     train_ids, val_ids = split_cases(
         [c.case_id for c in cases], float(settings["val_fraction"]), int(settings["seed"])
