@@ -50,7 +50,7 @@ from core.models.vnet.stages import (
 )
 
 log = logging.getLogger("slicewise.train")
-LOCATOR_CACHE = "locator_stage.pt"
+LOCATOR_CACHE = "locator_stage.weights"  # not .pt: the Predict page lists .pt files as checkpoints
 
 
 class VNetModule(pl.LightningModule):
