@@ -23,6 +23,7 @@ FLAT_PAIR = re.compile(r"^(?P<case>.+)_(?P<role>image|img|label|seg|mask)$", re.
 OVERLAP = ("dice", "iou", "precision", "recall")
 DISTANCES = ("hausdorff_mm", "hd95_mm")
 EXPORT_FORMATS = {"NRRD (.nrrd)": ".nrrd", "NIfTI (.nii.gz)": ".nii.gz"}
+DICOM_SEG_SUFFIX = "_seg.dcm"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,13 +245,24 @@ def find_case_volume(case_id: str, paths: Sequence[Path | str]) -> Path | None:
 def export_name(volume: Any, suffix: str) -> str:
     from core.prediction_files import file_stem
 
-    return f"{file_stem(volume)}_mask{suffix}"
+    return (
+        f"{file_stem(volume)}_mask{suffix}" if suffix != DICOM_SEG_SUFFIX else f"{file_stem(volume)}{suffix}"
+    )
+
+
+def export_formats(volume: Any) -> dict[str, str]:
+    """What a mask of `volume` can be exported as: NRRD and NIfTI always, DICOM SEG for a DICOM series."""
+    files = (getattr(volume, "meta", {}) or {}).get("files") or []
+    dicom = volume.meta.get("format") == "DICOM" and len(set(files)) == volume.shape[0]
+    return {**EXPORT_FORMATS, **({"DICOM SEG (.dcm)": DICOM_SEG_SUFFIX} if dicom else {})}
 
 
 def mask_file_bytes(volume: Any, mask: np.ndarray, suffix: str) -> bytes:
-    """The mask as a `.nrrd` / `.nii.gz` file with the volume's geometry (core.io.writers.write_like)."""
-    from core.io.writers import write_like
+    """The mask as a `.nrrd` / `.nii.gz` file with the volume's geometry (core.io.writers.write_like), or
+    as a DICOM SEG (`.dcm`) referencing the source series' slices (core.io.writers.write_dicom_seg)."""
+    from core.io.writers import write_dicom_seg, write_like
 
+    writer = write_dicom_seg if suffix == DICOM_SEG_SUFFIX else write_like
     with tempfile.TemporaryDirectory() as tmp:
-        path = write_like(volume, np.asarray(mask, dtype=np.uint8), Path(tmp) / f"mask{suffix}")
+        path = writer(volume, np.asarray(mask, dtype=np.uint8), Path(tmp) / f"mask{suffix}")
         return path.read_bytes()

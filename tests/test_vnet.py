@@ -318,3 +318,42 @@ def test_write_like_round_trip_keeps_the_source_geometry(tmp_path, name):
         write_like(source, mask[:2], tmp_path / name)
     with pytest.raises(WriteError, match="writes"):
         write_like(source, mask, tmp_path / "mask.png")
+
+
+def test_dicom_seg_frames_map_back_to_their_source_slices(tmp_path):
+    import highdicom as hd
+    import pydicom
+    from pydicom import config
+
+    from core.io import load_volume
+    from core.io.writers import WriteError, write_dicom_seg, write_dicom_series
+    from core.mask_review import export_formats, mask_file_bytes
+    from core.volume import Volume
+
+    hu = np.random.default_rng(0).integers(-1000, 400, (6, 16, 20)).astype(np.int16)
+    write_dicom_series(hu, tmp_path / "series", spacing=(2.5, 0.7, 0.7), origin=(-5.0, 3.0, 10.0))
+    volume = load_volume(tmp_path / "series")
+    mask = np.zeros(volume.shape, np.uint8)
+    mask[2:4, 3:9, 5:12] = 1
+    mask[2, 3, 5] = 0
+    path = write_dicom_seg(volume, mask, tmp_path / "seg.dcm", segment_label="atrium")
+    seg = hd.seg.segread(str(path))
+    assert seg.number_of_frames == 2 and seg.SegmentSequence[0].SegmentLabel == "atrium"
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=volume.slice_ids, segment_numbers=[1])
+    assert np.array_equal(frames[..., 0], mask)  # each frame over the slice it was cut from
+    previous = config.settings.reading_validation_mode
+    config.settings.reading_validation_mode = config.RAISE
+    try:
+        ds = pydicom.dcmread(path)
+        assert (
+            ds.Modality == "SEG"
+            and ds.FrameOfReferenceUID == pydicom.dcmread(volume.meta["files"][0]).FrameOfReferenceUID
+        )
+    finally:
+        config.settings.reading_validation_mode = previous
+    assert "DICOM SEG (.dcm)" in export_formats(volume)
+    assert mask_file_bytes(volume, mask, "_seg.dcm")[128:132] == b"DICM"
+    not_dicom = Volume(np.zeros((2, 3, 3)))
+    assert "DICOM SEG (.dcm)" not in export_formats(not_dicom)
+    with pytest.raises(WriteError, match="DICOM series"):
+        write_dicom_seg(not_dicom, np.zeros((2, 3, 3), np.uint8), tmp_path / "x.dcm")

@@ -151,8 +151,9 @@ def show_slices(volume, mask, truth, source: str) -> None:
 
 
 def export(volume, mask) -> None:
-    cols = st.columns(len(mr.EXPORT_FORMATS))
-    for col, (label, suffix) in zip(cols, mr.EXPORT_FORMATS.items(), strict=True):
+    formats = mr.export_formats(volume)
+    cols = st.columns(len(formats))
+    for col, (label, suffix) in zip(cols, formats.items(), strict=True):
         col.download_button(
             f"Export mask · {label}",
             mr.mask_file_bytes(volume, mask, suffix),
