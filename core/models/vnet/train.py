@@ -259,6 +259,7 @@ def _locator_stage(
     device = choose_device(str(settings.get("device", "auto")))
     history = train_locator(model.locator, data, settings, device)
     model.locator.cpu()
+    cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"key": key, "state_dict": model.locator.state_dict(), "history": history}, cache)
     return history
 
