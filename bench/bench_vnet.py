@@ -38,6 +38,8 @@ def _sync(device: str) -> None:
 
 
 def bench_inference(size: tuple[int, int, int], crop: tuple[int, int, int], device: str) -> dict:
+    import monai.inferers  # noqa: F401  (imported before timing: a first import costs seconds)
+
     from core.models.vnet import stages
     from core.models.vnet.net import TwoStage
 
@@ -122,11 +124,15 @@ def bench_training(device: str, epochs: int = 4) -> dict:
                 self.steps, self.seconds, self._t = 0, 0.0, 0.0
 
             def on_train_epoch_start(self, trainer, module) -> None:
-                self._t = time.perf_counter()
+                self._t = self._last = time.perf_counter()
+
+            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+                self._last = time.perf_counter()
 
             def on_train_epoch_end(self, trainer, module) -> None:
+                # first batch fetched .. last step done: like the bare loop (validation, checkpoints excluded)
                 if trainer.current_epoch > 0:  # the first epoch warms up
-                    self.seconds += time.perf_counter() - self._t
+                    self.seconds += self._last - self._t
                     self.steps += trainer.num_training_batches
 
         timer = StepTimer()
