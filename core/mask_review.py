@@ -166,6 +166,12 @@ def worst_slice(pred: np.ndarray, truth: np.ndarray) -> int:
     return int(np.nanargmin(dice)) if np.isfinite(dice).any() else 0
 
 
+def fullest_slice(*masks: np.ndarray | None) -> int:
+    """The axial slice with the most voxels over the given masks (a good first look; 0 when all empty)."""
+    counts = sum(np.count_nonzero(m, axis=(1, 2)) for m in masks if m is not None)
+    return int(np.argmax(counts)) if np.any(counts) else 0
+
+
 def dice_strip(dice: np.ndarray, current: int | None = None, width: int = 24, row: int = 4) -> np.ndarray:
     """Per-slice Dice as a vertical RGB strip (top = slice 0): red (0) to green (1), grey without
     voxels; the current slice outlined in white."""

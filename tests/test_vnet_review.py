@@ -40,7 +40,14 @@ def test_label_beside_an_image(tmp_path):
 
 
 def test_slice_dice_worst_slice_strip_and_order():
-    from core.mask_review import case_table, cases_worst_first, dice_strip, slice_dice, worst_slice
+    from core.mask_review import (
+        case_table,
+        cases_worst_first,
+        dice_strip,
+        fullest_slice,
+        slice_dice,
+        worst_slice,
+    )
 
     truth = np.zeros((4, 4, 4), np.uint8)
     truth[1:3, 1:3, 1:3] = 1
@@ -49,6 +56,7 @@ def test_slice_dice_worst_slice_strip_and_order():
     dice = slice_dice(pred, truth)
     assert np.isnan(dice[0]) and dice[1] == 1.0 and dice[2] == pytest.approx(6 / 7)
     assert worst_slice(pred, truth) == 2
+    assert fullest_slice(pred, truth) == 1 and fullest_slice(np.zeros_like(truth), None) == 0
     strip = dice_strip(dice, current=1, row=3, width=5)
     assert strip.shape == (12, 5, 3) and strip.dtype == np.uint8
     rows = cases_worst_first({"cases": [{"case": "a", "dice": 0.9}, {"case": "b", "dice": 0.5}, {"x": 1}]})

@@ -118,10 +118,9 @@ def show_slices(volume, mask, truth, source: str) -> None:
         "Reference", value=truth is not None, disabled=truth is None, key="mask_truth"
     )
     dice = mr.slice_dice(mask, truth) if truth is not None else None
-    default = mr.worst_slice(mask, truth) + 1 if truth is not None else n // 2 + 1
     if "mask_slice" not in st.session_state or st.session_state["mask_slice"] > n:
-        st.session_state["mask_slice"] = min(default, n)
-    image_col, strip_col = st.columns([12, 1], gap="small")
+        st.session_state["mask_slice"] = mr.fullest_slice(mask, truth) + 1  # a case picked: its worst slice
+    image_col, strip_col = st.columns([10, 1], gap="small")
     with image_col:
         z = st.slider("Slice", 1, n, key="mask_slice") - 1 if n > 1 else 0
         layers = [
@@ -147,7 +146,8 @@ def show_slices(volume, mask, truth, source: str) -> None:
         st.markdown(legend_html(legend), unsafe_allow_html=True)
     if dice is not None:
         with strip_col:
-            st.image(mr.dice_strip(dice, z), caption="Dice / slice", width=28)
+            st.image(mr.dice_strip(dice, z), caption="Dice", width=32)
+            st.caption("per slice, slice 1 on top")
 
 
 def export(volume, mask) -> None:
