@@ -186,9 +186,10 @@ def test_vnet_shapes(kwargs, shape):
 
 
 def test_parameter_counts_against_the_reference():
-    from core.models.vnet.net import VNet, parameter_count
+    from core.models.vnet.net import VNet, build_network, parameter_count
 
     assert 10.5e6 < parameter_count(VNet(width=8)) < 12e6  # reference: 10.75 M
+    assert 45e6 < parameter_count(build_network("monai")) < 46e6  # MONAI's VNet, width fixed at 16
     assert parameter_count(VNet(width=4, attention=True)) > parameter_count(VNet(width=4))
     with pytest.raises(ValueError, match="levels"):
         VNet(levels=7)
