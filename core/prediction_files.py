@@ -103,6 +103,6 @@ class PredictionWriter:
 
 def write_array_like(volume: Any, array: np.ndarray, path: Path) -> Path:
     """An array with the volume's shape written as NRRD with the volume's spacing, origin and direction."""
-    from core.io.writers import write_nrrd
+    from core.io.writers import write_like
 
-    return write_nrrd(np.asarray(array), path, spacing=volume.spacing)
+    return write_like(volume, np.asarray(array), path)

@@ -7,6 +7,7 @@ ones `load_volume` treats as canonical, so a round trip returns the same `(z, y,
 from __future__ import annotations
 
 import datetime as _dt
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -212,3 +213,98 @@ def write_png(gray2d: np.ndarray, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.ascontiguousarray(arr)).save(path, format="PNG", compress_level=1)
     return path
+
+
+def write_like(volume, array: np.ndarray, path: Path) -> Path:
+    """Write `array` (the volume's (z, y, x) shape) as `.nrrd` or `.nii.gz`/`.nii` with the source volume's
+    geometry: spacing, origin and direction, so that `core.io.load_volume` reloads it aligned to `volume`
+    (and 3D Slicer puts it over the source). `volume` is a `core.volume.Volume` (canonical layout: index
+    axes x, y, z with patient directions `volume.direction` columns, voxel [0, 0, 0] at `volume.origin`).
+    """
+    path = Path(path)
+    arr = _check_array(array, path)
+    if tuple(arr.shape) != tuple(volume.shape):
+        raise WriteError(f"{path}: array shape {arr.shape} differs from the volume's {tuple(volume.shape)}")
+    sz, sy, sx = (float(s) for s in volume.spacing)
+    direction = np.asarray(volume.direction, dtype=float).reshape(3, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name = path.name.lower()
+    if name.endswith((".nii.gz", ".nii")):
+        import nibabel as nib
+
+        affine_lps = np.eye(4)
+        affine_lps[:3, :3] = direction * np.array([sx, sy, sz])
+        affine_lps[:3, 3] = volume.origin
+        affine_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
+        img = nib.Nifti1Image(np.ascontiguousarray(arr.transpose(2, 1, 0)), affine_ras)
+        img.header.set_xyzt_units("mm", "sec")
+        img.set_qform(affine_ras, code=1)
+        img.set_sform(affine_ras, code=1)
+        nib.save(img, str(path))
+        return path
+    if not name.endswith((".nrrd", ".nhdr")):
+        raise WriteError(f"{path}: write_like writes .nrrd, .nii.gz or .nii")
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(arr))
+    img.SetSpacing((sx, sy, sz))
+    img.SetOrigin(tuple(float(v) for v in volume.origin))
+    img.SetDirection(tuple(float(v) for v in direction.ravel()))
+    sitk.WriteImage(img, str(path), useCompression=True)
+    return path
+
+
+_TYPE2 = ("PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+          "StudyDate", "StudyTime")
+
+
+def _with_type2(ds: Dataset) -> Dataset:
+    """Type 2 attributes a SEG copies from its source, present (empty) when a source omits them."""
+    for name in _TYPE2:
+        if name not in ds:
+            setattr(ds, name, "")
+    return ds
+
+
+def write_dicom_seg(volume, mask: np.ndarray, path: Path, segment_label: str = "Segmentation",
+                    algorithm: str = "Slicewise") -> Path:
+    """A binary DICOM Segmentation (highdicom) of `mask` over the DICOM series `volume` was loaded from.
+
+    One frame per source slice that holds foreground (highdicom leaves empty frames out), each
+    referencing its source image (SOPInstanceUID), so DICOM viewers place it over the series.
+    Needs a volume read from single-frame DICOM files (`volume.meta["files"]`, z order).
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    path = Path(path)
+    arr = _check_array(array=mask, target=path)
+    files = list(volume.meta.get("files") or [])
+    if volume.meta.get("format") != "DICOM" or len(files) != volume.shape[0] or len(set(files)) != len(files):
+        raise WriteError(f"{path}: DICOM SEG needs a volume read from a single-frame DICOM series "
+                         f"({volume.volume_id} is {volume.meta.get('format', 'not DICOM')})")
+    if tuple(arr.shape) != tuple(volume.shape):
+        raise WriteError(f"{path}: mask shape {arr.shape} differs from the volume's {tuple(volume.shape)}")
+    sources = [_with_type2(pydicom.dcmread(f)) for f in files]
+    algorithm_id = hd.AlgorithmIdentificationSequence(name=algorithm, version="1",
+                                                      family=codes.cid7162.ArtificialIntelligence)
+    segment = hd.seg.SegmentDescription(
+        segment_number=1, segment_label=segment_label,
+        segmented_property_category=codes.cid7150.Tissue,
+        segmented_property_type=codes.cid7166.ConnectiveTissue,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm_id)
+    with warnings.catch_warnings():  # highdicom doubts one-component patient names such as "ANON"
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+        seg = _segmentation(hd, sources, arr, segment, segment_label, algorithm)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(str(path))
+    return path
+
+
+def _segmentation(hd, sources, arr, segment, segment_label: str, algorithm: str):
+    return hd.seg.Segmentation(
+        source_images=sources, pixel_array=(arr > 0).astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[segment],
+        series_instance_uid=hd.UID(), series_number=100, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer="Slicewise", manufacturer_model_name=algorithm, software_versions="1",
+        device_serial_number="0", series_description=f"{segment_label} ({algorithm})")
