@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from core.errors import SlicewiseError, TrainingDataError
+from core.errors import SlicewiseError, TrainingDataError, VolumeReadError
 from core.multi_sequence import SEQUENCES, load_sequences, sequence_files, tumour_slices
 
 log = logging.getLogger("slicewise.train")
@@ -124,9 +124,17 @@ def read_name_mapping(path: Path) -> tuple[dict[str, str], list[str]]:
     return grades, problems
 
 
+def _looks_like_patient(folder: Path) -> bool:
+    """A folder holding sequence files (an ambiguous one too: loading it later names the problem)."""
+    try:
+        return bool(sequence_files(folder))
+    except VolumeReadError:
+        return True
+
+
 def _patient_folders(root: Path) -> list[Path]:
     return sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and sequence_files(p)
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and _looks_like_patient(p)
     )
 
 
