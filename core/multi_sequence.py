@@ -206,3 +206,35 @@ def probability_strip_png(
     image = Image.fromarray(probability_strip(probabilities, height, slice_width, current), mode="RGB")
     image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def find_patient_folders(root: str | Path, max_depth: int = 4, limit: int = 500) -> list[Path]:
+    """Folders under `root` (breadth first, hidden ones skipped) holding a FLAIR sequence file,
+    the patient folders Predict & review and the Viewer offer; at most `limit`."""
+    root = Path(root)
+    found: list[Path] = []
+    queue = [(root, 0)]
+    while queue and len(found) < limit:
+        folder, depth = queue.pop(0)
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            continue
+        if any(_NAME.match(p.name) and _NAME.match(p.name)["kind"].lower() == "flair" for p in entries):
+            found.append(folder)
+            continue
+        if depth < max_depth:
+            queue.extend((p, depth + 1) for p in entries if p.is_dir() and not p.name.startswith(".")
+                         and not p.is_symlink())
+    return found
+
+
+def patient_folder_of(path: str | Path) -> Path | None:
+    """The patient folder of a sequence file (`<id>_flair.nii.gz` ...), when it holds all four sequences."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    try:
+        files = sequence_files(folder)
+    except VolumeReadError:
+        return None
+    return folder if all(name in files for name in SEQUENCES) else None

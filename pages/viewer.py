@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -229,6 +230,50 @@ def _side_fast(volume: Volume, view: dict | None, all_layers: dict, notes: dict,
         st.caption("Toggle, fade and restyle the layers under the image.")
 
 
+@st.cache_data(ttl=60, max_entries=16, show_spinner=False)
+def _patient_folder_cached(path: str) -> str | None:
+    from core.multi_sequence import patient_folder_of
+
+    found = patient_folder_of(path)
+    return None if found is None else str(found)
+
+
+def _patient_folder(path: Path) -> Path | None:
+    found = _patient_folder_cached(str(path))
+    return None if found is None else Path(found)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the four sequences…")
+def _sequences(folder: str, mtime: float):
+    from core.multi_sequence import load_sequences
+
+    return load_sequences(folder)
+
+
+def _four_sequences(folder: Path, volume: Volume, z: int) -> None:
+    """FLAIR, T1, T1ce and T2 of the patient side by side at the Viewer's axial slice, each with its own
+    window, the tumour mask outlined."""
+    from core.multi_sequence import SEQUENCES, sequence_views
+
+    try:
+        sequences = _sequences(str(folder), path_mtime(folder))
+        views = sequence_views(sequences, min(max(z, 0), sequences.shape[0] - 1))
+    except (SlicewiseError, IndexError) as exc:
+        st.error(str(exc))
+        return
+    cols = st.columns(4)
+    for col, name in zip(cols, SEQUENCES, strict=True):
+        image = views.images[name]
+        if views.mask is not None and views.mask.any():
+            mask_layer = render.OverlayLayer("mask", views.mask[None], colour=(255, 60, 60), opacity=0.9,
+                                             style="contour")
+            image = render.render_slice(image[None].astype(np.float32), "axial", 0, (127.5, 255.0),
+                                        [mask_layer])
+        col.image(image, caption=f"{name.upper()} · slice {views.z + 1}", width="stretch")
+    st.caption(f"{folder.name}: the four co-registered sequences at the Viewer's axial slice, each with "
+               "its own window (1st–99th percentile of the brain); the tumour mask outlined in red.")
+
+
 def main() -> None:
     st.title("Viewer")
     root = data_root()
@@ -277,11 +322,16 @@ def main() -> None:
     with side_col:
         shape2d = render.extract_slice(volume.array, orientation, index, volume.direction).shape
         _readout_inputs(volume, orientation, index, probe, shape2d, fast=source is not None)
-    montage_tab, header_tab = st.tabs(["Montage", "Header"])
-    with montage_tab:
+    patient = _patient_folder(path)
+    names = ["Montage", "Header"] + (["Four sequences"] if patient is not None else [])
+    tabs = st.tabs(names)
+    with tabs[0]:
         _montage(volume, path, orientation, window, layers)
-    with header_tab:
+    with tabs[1]:
         _metadata(volume, index)
+    if patient is not None:
+        with tabs[2]:
+            _four_sequences(patient, volume, _current_index(volume.shape[0], "axial"))
     if source is not None:
         slice_viewer_feed(source, key=VIEWER_KEY)  # the rest of the volume and the layers, once on screen
 
