@@ -108,6 +108,10 @@ class GradCams:
 
 
 def _per_image_score(logits: torch.Tensor, class_idx: Any) -> torch.Tensor:
+    """Each image's score for its own class, shaped (b, 1, 1, 1): summed for the backward pass, and
+    broadcast against the (b, C, h, w) gradients in MONAI's Grad-CAM++ (its own (b,) score fits b=1 only)."""
     if isinstance(class_idx, torch.Tensor) and class_idx.ndim == 1:
-        return logits.gather(1, class_idx.view(-1, 1).to(logits.device)).squeeze(1)
-    return logits[:, int(class_idx)]
+        score = logits.gather(1, class_idx.view(-1, 1).to(logits.device))
+    else:
+        score = logits[:, int(class_idx)]
+    return score.reshape(-1, 1, 1, 1)

@@ -24,8 +24,7 @@ CLASSES = ("NORMAL", "PNEUMONIA")
 
 # (split, images per class): 216 PNGs in all, as the demo had before.
 FULL_COUNTS = (("train", 70), ("val", 15), ("test", 23))
-SMALL_COUNTS = (("train", 3), ("val", 1), ("test", 1))
-FULL_SIZE, SMALL_SIZE = 256, 64
+FULL_SIZE = 256
 
 
 @dataclass(eq=False)
@@ -130,12 +129,9 @@ def read_findings(root: Path) -> dict[str, tuple[float, float, float, float]]:
 
 
 def write_demo(demo_root: Path, seed: int, small: bool, progress: Callable[[str], object]) -> list[dict]:
-    """The family's demo hook (ModelSpec.demo_data): writes `<demo root>/xray`."""
-    return write_xray_folder(
-        Path(demo_root) / "xray",
-        seed,
-        SMALL_COUNTS if small else FULL_COUNTS,
-        SMALL_SIZE if small else FULL_SIZE,
-        progress,
-        prefix="xray/",
-    )
+    """The family's demo hook (ModelSpec.demo_data): writes `<demo root>/xray` (the test-size layout of
+    core.demo.SMALL when `small`)."""
+    from core.demo import SMALL
+
+    counts, size = (SMALL.xray_per_class, SMALL.xray_size) if small else (FULL_COUNTS, FULL_SIZE)
+    return write_xray_folder(Path(demo_root) / "xray", seed, counts, size, progress, prefix="xray/")
