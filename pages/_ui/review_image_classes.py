@@ -164,12 +164,12 @@ def _gallery(rows: list[dict], results: dict, opacity: float, cmap: str) -> None
             st.image(
                 class_review.thumbnail(image, 192),
                 caption=class_review.caption(row),
-                use_container_width=True,
+                width="stretch",
             )
             if st.button(
                 "Open",
                 key=f"xr_open_{row['path']}",
-                use_container_width=True,
+                width="stretch",
                 type="primary" if st.session_state.get("xr_selected") == row["path"] else "secondary",
             ):
                 st.session_state["xr_selected"] = row["path"]
