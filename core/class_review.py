@@ -294,6 +294,8 @@ def predict_images(
             volumes.append((Path(path), load_volume(path)))
         except SlicewiseError as exc:
             errors.append(str(exc))
+        except Exception as exc:  # a reader failure that escaped core.io (e.g. PIL's DecompressionBombError)
+            errors.append(f"{path}: {type(exc).__name__}: {exc}")
     many = getattr(predictor, "predict_many", None)
     for start in range(0, len(volumes), max(1, batch_size)):
         chunk = volumes[start : start + batch_size]

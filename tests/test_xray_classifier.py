@@ -209,12 +209,27 @@ def test_unreadable_files_are_skipped_and_listed(tmp_path, caplog):
     root = _tiny_folder(tmp_path / "d", n=3)
     bad = root / "train" / "NORMAL" / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    _huge_png_header(root / "train" / "PNEUMONIA" / "huge.png")
     settings = get_spec("xray_classifier").preset_settings(QUICK_PRESET)
     dm = XrayDataModule(resolve_class_folders(root), settings)
     with caplog.at_level(logging.WARNING, logger="slicewise.train"):
         dm.setup("fit")
-    assert len(dm._decode("train")[1]) == 6 and len(dm.skipped) == 1
+    assert len(dm._decode("train")[1]) == 6 and len(dm.skipped) == 2
     assert "broken.png" in caplog.text and "skipped unreadable" in caplog.text
+    assert "huge.png" in caplog.text and "900000000 pixels" in caplog.text  # refused before decoding
+
+
+def _huge_png_header(path: Path) -> None:
+    """A 30000 x 30000 PNG header over a few bytes of data (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
 
 
 def test_spec_settings_presets_and_dataset_rule(tmp_path):

@@ -171,8 +171,8 @@ def decode_split(
     def one(path: Path):
         try:
             return to_tensor(read_grey(path)), None
-        except (SlicewiseError, OSError, ValueError, MemoryError) as exc:
-            return None, f"{path}: {exc}" if str(path) not in str(exc) else str(exc)
+        except Exception as exc:  # any reader failure (PIL's DecompressionBombError too): skip, name the file
+            return None, _named(path, exc)
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         results = list(pool.map(one, split.paths))
@@ -186,6 +186,12 @@ def decode_split(
         paths.append(path)
     stacked = torch.stack(images) if images else torch.zeros((0, 1, 1), dtype=torch.uint8)
     return stacked, labels, paths, skipped
+
+
+def _named(path: Path, exc: BaseException) -> str:
+    """The error's message with the file's path in front when the message does not name it."""
+    text = str(exc) if isinstance(exc, SlicewiseError) else f"{type(exc).__name__}: {exc}"
+    return text if str(path) in text else f"{path}: {text}"
 
 
 class XrayDataset(Dataset):
