@@ -167,7 +167,7 @@ def _gallery(rows: list[dict], results: dict, opacity: float, cmap: str) -> None
                 width="stretch",
             )
             if st.button(
-                "Open",
+                "Show large",
                 key=f"xr_open_{row['path']}",
                 width="stretch",
                 type="primary" if st.session_state.get("xr_selected") == row["path"] else "secondary",
@@ -180,7 +180,7 @@ def _selected(rows, results, opacity, cmap, contour, method, checkpoint, runs_ro
     path = st.session_state.get("xr_selected")
     row = next((r for r in rows if r["path"] == path), None)
     if row is None:
-        st.caption("Open an image to see it large with its heatmap.")
+        st.caption("Press "Show large" under an image to see it large with its heatmap.")
         return
     volume, prediction = results[row["path"]]
     st.subheader(row["name"])
