@@ -180,7 +180,7 @@ def _selected(rows, results, opacity, cmap, contour, method, checkpoint, runs_ro
     path = st.session_state.get("xr_selected")
     row = next((r for r in rows if r["path"] == path), None)
     if row is None:
-        st.caption("Press "Show large" under an image to see it large with its heatmap.")
+        st.caption('Press "Show large" under an image to see it large with its heatmap.')
         return
     volume, prediction = results[row["path"]]
     st.subheader(row["name"])
