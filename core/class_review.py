@@ -37,13 +37,21 @@ def list_images(source: Path, limit: int = MAX_IMAGES) -> list[Path]:
 
 
 def image_folders(root: Path, limit: int = 200) -> list[Path]:
-    """Folders under `root` that hold images directly or in class folders (e.g. `xray/test`), sorted."""
+    """Folders under `root` holding PNG/JPEG images directly or in class folders (e.g. `xray/test`), sorted.
+
+    DICOM files do not make a folder an image folder here: under a data root they are mostly CT/MR
+    series (a single X-ray DICOM can still be picked as a file).
+    """
     root = Path(root)
     out = set()
-    for path in list_images(root, limit=20000):
-        out.add(path.parent)
-        if path.parent.parent != root.parent:
-            out.add(path.parent.parent)
+    for path in root.rglob("*"):
+        raster = path.suffix.lower() in (".png", ".jpg", ".jpeg") and not path.name.startswith(".")
+        if raster and path.is_file():
+            out.add(path.parent)
+            if path.parent != root:
+                out.add(path.parent.parent)
+        if len(out) > 4 * limit:
+            break
     return sorted(p for p in out if p == root or root in p.parents)[:limit]
 
 

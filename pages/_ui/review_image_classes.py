@@ -95,11 +95,16 @@ def _evaluation(evaluation: dict) -> None:
         )
 
 
+@st.cache_data(ttl=60, max_entries=4, show_spinner=False)
+def _image_folders(root: str) -> list[str]:
+    return [str(p) for p in class_review.image_folders(Path(root))]
+
+
 def _pick_images(evaluation: dict, data_root: Path) -> tuple[list[Path], Path | None]:
     tests = [
         Path(r["path"]) for r in class_review.rows_from_evaluation(evaluation) if Path(r["path"]).is_file()
     ]
-    folders = class_review.image_folders(data_root) if data_root.is_dir() else []
+    folders = [Path(p) for p in _image_folders(str(data_root))] if data_root.is_dir() else []
     options = ([TEST_SOURCE] if tests else []) + [str(p.relative_to(data_root)) or "." for p in folders]
     if not options:
         st.info(f"No images under the data root {data_root}, and the run lists no test images.")
