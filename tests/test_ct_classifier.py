@@ -25,7 +25,8 @@ from core.models.ct_classifier.preprocess import (
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SHAPE = (16, 64, 64)
 PER_CLASS = 12
-TRAIN_SETTINGS = ["depth=16", "size=64", "max_epochs=8", "early_stop_patience=4", "num_workers=0"]
+# Demo phantoms at the network's input size; 12 epochs of 4 steps (the quick preset's model and batch).
+TRAIN_SETTINGS = ["depth=16", "size=64", "max_epochs=12", "early_stop_patience=0", "num_workers=0"]
 
 
 def _marker_volume(shape=(20, 40, 30)) -> np.ndarray:
@@ -300,22 +301,25 @@ def test_prediction_label_probabilities_and_heatmap_in_the_input_geometry(traine
 
 @pytest.mark.train
 def test_grad_cam_peaks_on_the_lesion_of_positive_volumes(trained):
-    """Peak inside the lesion dilated by one Grad-CAM cell (8 voxels here), in >= 70 % of positives."""
+    """Peak inside the lesion dilated by one Grad-CAM cell (8 voxels here), in >= 70 % of positives.
+
+    The model after the last epoch: the best checkpoint by validation accuracy can be an early epoch
+    (8 validation volumes tie at 7/8 early on), before the features have settled on the lesions."""
     from scipy import ndimage
 
-    from core.demo import truth_for
     from core.infer import load_predictor
     from core.io import load_volume
 
     root, run = trained
-    predictor = load_predictor(run, device="cpu")
+    predictor = load_predictor(run / "checkpoints" / "last.ckpt", device="cpu")
     hits, total = 0, 0
     for path in sorted((root / "ct_nifti" / "CT-23").glob("*.nii.gz")):
         volume = load_volume(path)
-        truth = truth_for(volume)
-        assert truth is not None and truth.lesion_mask.any()
+        with np.load(root / "truth" / f"{path.name.removesuffix('.nii.gz')}.npz") as truth:
+            lesion = truth["lesion_mask"] > 0
+        assert lesion.any() and lesion.shape == volume.shape
         heat = predictor.predict(volume).heatmap
-        lesion = ndimage.binary_dilation(truth.lesion_mask > 0, np.ones((17, 17, 17), bool))
+        lesion = ndimage.binary_dilation(lesion, np.ones((17, 17, 17), bool))
         hits += bool(lesion[np.unravel_index(np.argmax(heat), heat.shape)])
         total += 1
     print(f"Grad-CAM peak on a lesion in {hits}/{total} positives")

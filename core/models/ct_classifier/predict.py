@@ -48,6 +48,13 @@ def grad_cam(model: nn.Module, x: torch.Tensor, sign: float) -> tuple[np.ndarray
     return (cam / peak if peak > 0 else np.zeros_like(cam)).astype(np.float32), float(logit.item())
 
 
+def peak_one(heat: np.ndarray) -> np.ndarray:
+    """Clipped to [0, 1] with the peak at 1 (cell centres fall between voxels, so resampling lowers it)."""
+    heat = np.clip(heat, 0.0, None)
+    peak = float(heat.max())
+    return (heat / peak if peak > 0 else heat).astype(np.float32)
+
+
 class CTClassifierPredictor:
     """One checkpoint, or several averaged (probabilities and Grad-CAMs)."""
 
@@ -73,7 +80,7 @@ class CTClassifierPredictor:
         cam = np.mean(cams, axis=0)
         cam = cam / cam.max() if cam.max() > 0 else cam
         offset, step = cam_cell_centres(self.members[0][1]["model_args"]["padding"])
-        heatmap = np.clip(cam_to_volume(cam, volume.shape, self.preprocessing, offset, step), 0.0, 1.0)
+        heatmap = peak_one(cam_to_volume(cam, volume.shape, self.preprocessing, offset, step))
         probabilities = {self.classes[0]: 1.0 - p_positive, self.classes[1]: p_positive}
         confidence = probabilities[label]
         return Prediction(
@@ -90,7 +97,7 @@ class CTClassifierPredictor:
         positive = torch.sigmoid(self._logit(model, x)).item() >= 0.5
         cam, _ = grad_cam(model, x, 1.0 if positive else -1.0)
         offset, step = cam_cell_centres(meta["model_args"]["padding"])
-        return prepared, np.clip(cam_to_input(cam, self.preprocessing, offset, step), 0.0, 1.0)
+        return prepared, peak_one(cam_to_input(cam, self.preprocessing, offset, step))
 
     @staticmethod
     @torch.no_grad()
