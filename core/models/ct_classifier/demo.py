@@ -21,6 +21,8 @@ FOLDER = "ct_nifti"
 CLASSES = (("CT-0", False), ("CT-23", True))
 FULL_PER_CLASS, FULL_SHAPE = 20, (32, 128, 128)
 SMALL_PER_CLASS, SMALL_SHAPE = 2, (12, 64, 64)
+# The small (test-layout) demo: one small opacity, so its short lungs still read as lungs on average.
+SMALL_LESIONS = {"count": (1, 1), "radius": (0.05, 0.07)}
 
 
 def _save_truth(path: Path, phantom: Any) -> None:
@@ -33,7 +35,7 @@ def _save_truth(path: Path, phantom: Any) -> None:
 
 def write_ct_volumes(root: Path, seed: int = 0, per_class: int = FULL_PER_CLASS,
                      shape: tuple[int, int, int] = FULL_SHAPE, folder: str = FOLDER,
-                     progress: Callable[[str], Any] = print) -> list[dict]:
+                     progress: Callable[[str], Any] = print, lesions: dict | None = None) -> list[dict]:
     """Write `per_class` phantoms per class under `root/folder` and their truth under `root/truth`;
     returns manifest cases. The in-plane spacing keeps a ~180 mm field of view at any matrix size."""
     from core.demo import case_seed
@@ -43,10 +45,11 @@ def write_ct_volumes(root: Path, seed: int = 0, per_class: int = FULL_PER_CLASS,
     root = Path(root)
     spacing = (5.0, 180.0 / shape[1], 180.0 / shape[2])
     cases = []
-    for cls, lesions in CLASSES:
+    for cls, positive in CLASSES:
         for i in range(per_class):
             case_id = f"{cls.replace('-', '').lower()}_{i:03d}"
-            ph = lesion_chest(shape, spacing, case_seed(seed, f"ct_nifti/{cls}", i), lesions)
+            case = case_seed(seed, f"ct_nifti/{cls}", i)
+            ph = lesion_chest(shape, spacing, case, positive, **(lesions or {}))
             path = f"{folder}/{cls}/{case_id}.nii.gz"
             write_nifti(np.rint(ph.hu).astype(np.int16), root / path, spacing=spacing)
             _save_truth(root / "truth" / f"{case_id}.npz", ph)
@@ -59,5 +62,6 @@ def write_ct_volumes(root: Path, seed: int = 0, per_class: int = FULL_PER_CLASS,
 def write_demo(demo_root: Path, seed: int, small: bool, progress: Callable[[str], Any]) -> list[dict]:
     """The `ModelSpec.demo_data` hook (core.demo.write_demo_data)."""
     if small:
-        return write_ct_volumes(demo_root, seed, SMALL_PER_CLASS, SMALL_SHAPE, progress=progress)
+        return write_ct_volumes(demo_root, seed, SMALL_PER_CLASS, SMALL_SHAPE, progress=progress,
+                                lesions=SMALL_LESIONS)
     return write_ct_volumes(demo_root, seed, FULL_PER_CLASS, FULL_SHAPE, progress=progress)

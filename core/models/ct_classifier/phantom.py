@@ -2,7 +2,7 @@
 
 core.phantoms paints 2-5 faint opacities of 4.5-10 % of the field of view; after the quick preset's
 downsizing (to 16x64x64) they cover a few voxels and a small 3D CNN learns them only slowly. Here
-2-3 opacities of 6-10 % of the width (radius), -350 to -150 HU, are painted on a lesion-free chest, so the
+2-3 opacities of 7-11 % of the width (radius), -350 to -150 HU, are painted on a lesion-free chest, so the
 two classes differ in a local, learnable way and the lesion masks are known for the Grad-CAM check.
 """
 
@@ -16,10 +16,11 @@ from scipy import ndimage
 from core.phantoms import ChestPhantom, chest_ct_phantom
 
 
-def _paint_opacity(rng: np.random.Generator, hu: np.ndarray, lung: np.ndarray, spacing, centre) -> np.ndarray:
+def _paint_opacity(rng: np.random.Generator, hu: np.ndarray, lung: np.ndarray, spacing, centre,
+                   radius: tuple[float, float]) -> np.ndarray:
     """One fuzzy ellipsoidal opacity at `centre` (z, y, x), limited to the lung; returns its mask."""
     depth, width = hu.shape[0], hu.shape[2]
-    r = rng.uniform(0.06, 0.10) * width
+    r = rng.uniform(*radius) * width
     # The phantom's lungs span the scanned length at any slice count: keep the lesion's share of it
     # what it is at 32 slices, so short test volumes are not mostly lesion.
     rz = max(1.0, r * spacing[1] / spacing[0] * depth / 32)
@@ -33,8 +34,10 @@ def _paint_opacity(rng: np.random.Generator, hu: np.ndarray, lung: np.ndarray, s
 
 
 def lesion_chest(shape: tuple[int, int, int], spacing: tuple[float, float, float], seed: int,
-                 lesions: bool) -> ChestPhantom:
-    """A chest phantom; with `lesions`, 2-3 ground-glass opacities inside the lungs (lesion_mask)."""
+                 lesions: bool, count: tuple[int, int] = (2, 3), radius: tuple[float, float] = (0.07, 0.11),
+                 ) -> ChestPhantom:
+    """A chest phantom; with `lesions`, `count` (min, max) ground-glass opacities inside the lungs
+    (lesion_mask) of `radius` (min, max) times the width."""
     phantom = chest_ct_phantom(shape, spacing, seed=seed, lesions=False)
     if not lesions:
         return phantom
@@ -43,8 +46,8 @@ def lesion_chest(shape: tuple[int, int, int], spacing: tuple[float, float, float
     mask = np.zeros(hu.shape, dtype=bool)
     inner = ndimage.binary_erosion(lung, iterations=2) if lung.sum() > 1000 else lung
     candidates = np.flatnonzero(inner)
-    for _ in range(int(rng.integers(2, 4))):
+    for _ in range(int(rng.integers(count[0], count[1] + 1))):
         centre = np.unravel_index(candidates[rng.integers(len(candidates))], hu.shape)
-        mask |= _paint_opacity(rng, hu, lung, spacing, centre)
+        mask |= _paint_opacity(rng, hu, lung, spacing, centre, radius)
     return dataclasses.replace(phantom, hu=hu.astype(np.float32), lesion_mask=mask.astype(np.uint8),
                                has_lesions=True)
