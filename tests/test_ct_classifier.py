@@ -319,7 +319,7 @@ def test_grad_cam_peaks_on_the_lesion_of_positive_volumes(trained):
             lesion = truth["lesion_mask"] > 0
         assert lesion.any() and lesion.shape == volume.shape
         heat = predictor.predict(volume).heatmap
-        lesion = ndimage.binary_dilation(lesion, np.ones((17, 17, 17), bool))
+        lesion = ndimage.maximum_filter(lesion, size=17)  # a box of +-8 voxels (separable: fast)
         hits += bool(lesion[np.unravel_index(np.argmax(heat), heat.shape)])
         total += 1
     print(f"Grad-CAM peak on a lesion in {hits}/{total} positives")
