@@ -11,7 +11,9 @@ import pytest
 
 from core import catalog, jobs, predictions, runs
 from core.io.writers import write_nifti
-from tests import toy_family
+
+# tests.toy_family registers itself when imported: only inside the fixture, never at collection,
+# so that no other test sees a sixth family.
 
 
 @pytest.fixture
@@ -26,7 +28,7 @@ def toy_env(monkeypatch, tmp_path):
     (data / "toy.json").write_text("{}")
     yield tmp_path
     # the registry is process-wide: leave it as the other tests expect it
-    core.models._REGISTRY.pop(toy_family.FAMILY, None)
+    core.models._REGISTRY.pop("toy_blobs", None)
     core.models._PLUGINS.discard("tests.toy_family")
     sys.modules.pop("tests.toy_family", None)
 
@@ -46,6 +48,7 @@ def test_a_toy_family_goes_through_every_path_the_app_uses(toy_env):
     from core.infer import load_predictor, predict_to_dir
     from core.models import get_spec
     from core.overlay import prediction_layers
+    from tests import toy_family
 
     root, runs_root = toy_env / "data", toy_env / "runs"
     assert get_spec("toy_blobs").review == "mask"

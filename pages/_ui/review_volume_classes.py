@@ -66,6 +66,22 @@ def _volume(spec, checkpoint: Path, data_root: Path, runs_root: Path) -> None:
              "(jet) · the Viewer shows it slice by slice as a layer", width="stretch")
     name = f"{Path(volume.volume_id).name}_montage.png"
     st.download_button("Montage (PNG)", vcr.png_bytes(rgb), file_name=name, mime="image/png")
+    if st.toggle("Show the volume as the network sees it (preprocessed, with its Grad-CAM)",
+                 key="predict_network_view"):
+        png = _network_montage(str(checkpoint), checkpoint.stat().st_mtime, volume.volume_id, volume)
+        if png is None:
+            st.caption("This family's predictor does not say what its network sees.")
+        else:
+            st.image(png, caption="The network's input (HU clipped, rotated, resized) with the Grad-CAM on "
+                     "its own grid", width="stretch")
+
+
+@st.cache_data(max_entries=4, show_spinner="Running the network…")
+def _network_montage(checkpoint: str, mtime: float, volume_id: str, _volume) -> bytes | None:
+    from core.infer import load_predictor
+
+    view = vcr.network_view(load_predictor(checkpoint), _volume)
+    return None if view is None else vcr.montage_png(view[0], view[1])
 
 
 def _unit(array: np.ndarray) -> np.ndarray:
