@@ -45,7 +45,7 @@ def test_gallery_open_and_viewer_heatmap(page, tmp_path):
         page.get_by_role("button", name="Open in the Viewer").click()
         page.locator(".sw-root[data-painted]").wait_for(timeout=60_000)
         assert _coloured_viewer(page) == 0
-        page.get_by_test_id("stCheckbox").filter(has_text="Heatmap — ").first.click()
+        page.locator(".sw-layer").filter(has_text="Heatmap — ").first.locator(".sw-on").check()  # its toggle
         page.wait_for_function(
             "() => { const c = [...document.querySelectorAll('*')].map(e => e.shadowRoot)"
             ".filter(Boolean).map(r => r.querySelector('.sw-canvas')).find(Boolean);"
