@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.annotations import BoxStore, InvalidBoxError, normalise_box
+from core.boxes import Box
 from core.propose import propose_lung_box, propose_volume
 from core.volume import Volume
 
-Box = tuple[float, float, float, float]
 RECT_TYPES = ("Rect", "LabeledRect", "rect")
 _ORIGIN = {"left": 0.0, "top": 0.0, "center": 0.5, "right": 1.0, "bottom": 1.0}
 MIN_CANVAS_PX = 3.0  # a click without a drag makes a tiny rectangle: not a box

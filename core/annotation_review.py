@@ -28,11 +28,11 @@ import numpy as np
 
 from core.annotate import AUTO_ANNOTATOR
 from core.annotations import COORDS, BoxStore
+from core.boxes import Box
 from core.errors import SlicewiseError, VolumeReadError
 from core.export import ImportReport
 from core.propose import box_iou
 
-Box = tuple[float, float, float, float]
 CONFIRMED, UNCONFIRMED = "confirmed", "unconfirmed"
 STATUSES = (CONFIRMED, UNCONFIRMED)
 UNCHANGED_IOU = 0.999  # a proposal confirmed as it was (rounding to 1e-6 of the width aside)

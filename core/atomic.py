@@ -47,3 +47,25 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 
 def atomic_write_json(path: Path | str, value: Any, indent: int = 1) -> None:
     atomic_write_text(path, json.dumps(value, indent=indent, default=str))
+
+
+def atomic_save_npz(path: Path | str, **arrays: Any) -> None:
+    """`np.savez_compressed` into `path` atomically."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_save_npy(path: Path | str, array: Any) -> None:
+    """`np.save` into `path` atomically."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write_bytes(path, buffer.getvalue())

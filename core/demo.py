@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import os
 import shutil
 import time
 import zlib
@@ -117,17 +116,13 @@ def _prepare_folder(out: Path) -> None:
             shutil.rmtree(out / name)
 
 
-def _save_truth(path: Path, phantom) -> None:
+def save_truth(path: Path, phantom) -> None:
+    """A chest phantom's masks and lung boxes as `truth/<case>.npz` (what `truth_for` reads)."""
+    from core.atomic import atomic_save_npz
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(
-        tmp,
-        lung_mask=phantom.lung_mask,
-        lesion_mask=phantom.lesion_mask,
-        body_mask=np.ascontiguousarray(phantom.body_mask),
-        boxes=phantom.boxes,
-    )
-    os.replace(tmp, path)
+    atomic_save_npz(path, lung_mask=phantom.lung_mask, lesion_mask=phantom.lesion_mask,
+                    body_mask=np.ascontiguousarray(phantom.body_mask), boxes=phantom.boxes)
 
 
 def _write_chest_ct(out: Path, seed: int, sizes: DemoSizes, progress) -> list[dict]:
@@ -158,7 +153,7 @@ def _write_chest_ct(out: Path, seed: int, sizes: DemoSizes, progress) -> list[di
             series_description=f"Synthetic chest CT ({ph.label})",
             window=(-600.0, 1500.0),
         )
-        _save_truth(out / "truth" / f"{case_id}.npz", ph)
+        save_truth(out / "truth" / f"{case_id}.npz", ph)
         cases.append(
             {"id": case_id, "kind": "chest_ct", "path": f"ct/{case_id}", "label": ph.label,
              "truth": f"truth/{case_id}.npz", "shape": list(ph.hu.shape), "spacing": list(spacing)}
@@ -179,7 +174,7 @@ def _write_ct_nifti(out: Path, seed: int, sizes: DemoSizes, progress) -> list[di
             ph = chest_ct_phantom(sizes.nifti_shape, spacing, seed=s, lesions=lesions)
             path = f"ct_nifti/{cls}/{case_id}.nii.gz"
             write_nifti(np.rint(ph.hu).astype(np.int16), out / path, spacing=spacing)
-            _save_truth(out / "truth" / f"{case_id}.npz", ph)
+            save_truth(out / "truth" / f"{case_id}.npz", ph)
             cases.append({"id": case_id, "kind": "ct_nifti", "path": path, "label": cls,
                           "truth": f"truth/{case_id}.npz"})
         progress(f"NIfTI CT {cls}: {sizes.nifti_per_class} volumes {sizes.nifti_shape}")
@@ -228,9 +223,9 @@ def _write_brats(out: Path, seed: int, sizes: DemoSizes, progress) -> list[dict]
 
 
 def _write_manifest(out: Path, manifest: dict) -> None:
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / MANIFEST)
+    from core.atomic import atomic_write_json
+
+    atomic_write_json(out / MANIFEST, manifest)
 
 
 def _family_demo_hooks() -> dict[str, Callable]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from core.atomic import atomic_save_npy
 from core.errors import SlicewiseError, TrainingDataError
 from core.models.ct_classifier.preprocess import Preprocessing, preprocess_array
 
@@ -201,12 +202,7 @@ def cached_preprocess(path: Path, prep: Preprocessing, cache_dir: Path) -> tuple
         return target, False
     array = preprocess_file(path, prep)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npy")
-    try:
-        np.save(tmp, array)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_save_npy(target, array)
     return target, True
 
 

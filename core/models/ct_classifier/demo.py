@@ -10,12 +10,13 @@ validation set of 12 volumes that can show an accuracy above 0.85.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from core.demo import save_truth
 
 FOLDER = "ct_nifti"
 CLASSES = (("CT-0", False), ("CT-23", True))
@@ -23,14 +24,6 @@ FULL_PER_CLASS, FULL_SHAPE = 20, (32, 128, 128)
 SMALL_PER_CLASS, SMALL_SHAPE = 2, (12, 64, 64)
 # The small (test-layout) demo: one small opacity, so its short lungs still read as lungs on average.
 SMALL_LESIONS = {"count": (1, 1), "radius": (0.05, 0.07)}
-
-
-def _save_truth(path: Path, phantom: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, lung_mask=phantom.lung_mask, lesion_mask=phantom.lesion_mask,
-                        body_mask=np.ascontiguousarray(phantom.body_mask), boxes=phantom.boxes)
-    os.replace(tmp, path)
 
 
 def write_ct_volumes(root: Path, seed: int = 0, per_class: int = FULL_PER_CLASS,
@@ -52,7 +45,7 @@ def write_ct_volumes(root: Path, seed: int = 0, per_class: int = FULL_PER_CLASS,
             ph = lesion_chest(shape, spacing, case, positive, **(lesions or {}))
             path = f"{folder}/{cls}/{case_id}.nii.gz"
             write_nifti(np.rint(ph.hu).astype(np.int16), root / path, spacing=spacing)
-            _save_truth(root / "truth" / f"{case_id}.npz", ph)
+            save_truth(root / "truth" / f"{case_id}.npz", ph)
             cases.append({"id": case_id, "kind": "ct_nifti", "path": path, "label": cls,
                           "truth": f"truth/{case_id}.npz"})
         progress(f"NIfTI CT {cls}: {per_class} volumes {shape}")
