@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +25,18 @@ UPLOAD_KEY = "viewer_upload_dir"
 
 
 def _saved_upload(upload) -> Path:
-    """Write an uploaded file to a temp folder (once per upload) and return its path."""
+    """Write an uploaded file under the runs root, per session (once per upload; core.uploads removes
+    it after a day) and return its path."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    from core.uploads import save_upload
+
     saved = st.session_state.get(UPLOAD_KEY)
     if saved and saved[0] == upload.file_id and Path(saved[1]).exists():
         return Path(saved[1])
-    folder = Path(tempfile.mkdtemp(prefix="slicewise-upload-"))
-    path = folder / Path(upload.name).name
-    path.write_bytes(upload.getbuffer())
+    ctx = get_script_run_ctx()
+    session = ctx.session_id if ctx is not None else "local"
+    path = save_upload(settings.runs_root(), session, upload.file_id, upload.name, bytes(upload.getbuffer()))
     st.session_state[UPLOAD_KEY] = (upload.file_id, str(path))
     return path
 
