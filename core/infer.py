@@ -81,10 +81,8 @@ def _cache_key(paths: list[Path], device: str) -> tuple:
 
 def predictor_name(payloads: list[dict[str, Any]]) -> str:
     """`lung_localizer/resnet50/epoch012-val_loss1.2.ckpt` (several joined by `+` for an ensemble)."""
-    parts = [
-        f"{p['family']}/{p['model_args'].get('backbone', p['family'])}/{Path(p['path']).name}"
-        for p in payloads
-    ]
+    parts = ["/".join([p["family"], *([str(p["model_args"]["backbone"])] if p["model_args"].get("backbone")
+                                      else []), Path(p["path"]).name]) for p in payloads]
     return " + ".join(parts)
 
 

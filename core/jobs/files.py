@@ -204,8 +204,9 @@ def best_checkpoint(job_id: str, runs_root: Path | str | None = None) -> Path | 
 
 
 def list_checkpoints(runs_root: Path | str | None = None) -> list[Path]:
-    """Checkpoints to predict with: finished jobs' best first (newest job first), then any other
-    .ckpt/.pt/.pth file under the runs folder."""
+    """Checkpoints to predict with: finished jobs' best first (newest job first), then the best of
+    the other finished runs (a `python -m core train` run folder with result.json, newest first), then
+    any other .ckpt/.pt/.pth file under the runs folder."""
     root = root_of(runs_root)
     if not root.is_dir():
         return []
@@ -213,6 +214,11 @@ def list_checkpoints(runs_root: Path | str | None = None) -> list[Path]:
     for job in list_jobs(root):
         best = runs.best_checkpoint(job.dir) if job.state == DONE else None
         if best is not None:
+            ordered.append(best)
+    finished = [p for p in root.iterdir() if p.is_dir() and (p / "result.json").is_file()]
+    for run in sorted(finished, key=lambda p: (p / "result.json").stat().st_mtime, reverse=True):
+        best = runs.best_checkpoint(run)
+        if best is not None and best not in ordered:
             ordered.append(best)
     others = sorted(runs.checkpoint_files(root), key=lambda p: p.stat().st_mtime, reverse=True)
     seen = set(ordered)
