@@ -248,6 +248,23 @@ def _volume_counts(path_text: str, signature: int) -> tuple[tuple[str, int], ...
     return tuple(_dicom_file_counts(path))
 
 
+_NOT_CHEST_CT = re.compile(r"(^|[_\-.])(seg|label|mask|laendo)([_\-.]|$)", re.IGNORECASE)
+
+
+def lung_box_candidate(path: Path) -> bool:
+    """Whether a volume counts towards lung-box progress: not a 2D image (X-rays), not an MR sequence
+    or a label file by its name (brain MRI, segmentation labels), not a segmentation case image."""
+    from core.io._common import _MR_NAME
+
+    name = Path(path).name
+    stem = name.split(".")[0]
+    if name.lower().endswith((".png", ".jpg", ".jpeg")):
+        return False
+    if _MR_NAME.search(stem) or _NOT_CHEST_CT.search(stem):
+        return False
+    return not (Path(path).parent / f"label{''.join(Path(path).suffixes)}").exists()
+
+
 def root_slice_counts(root: str | Path) -> RootCounts:
     """Slices per volume id under `root` from headers only (no pixel data), cached per path and mtime.
 
@@ -258,6 +275,8 @@ def root_slice_counts(root: str | Path) -> RootCounts:
 
     counts = RootCounts()
     for path in find_volumes(Path(root)):
+        if not lung_box_candidate(path):
+            continue
         try:
             found = _volume_counts(str(path), _signature(path))
         except SlicewiseError as exc:

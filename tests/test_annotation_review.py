@@ -113,9 +113,9 @@ def test_root_counts_come_from_headers_of_every_format(data_root):
     write_nrrd(np.zeros((5, 16, 16), dtype=np.float32), data_root / "vols" / "b.nrrd")
     write_png(np.zeros((32, 40), dtype=np.uint8), data_root / "xray" / "c.png")
     counts = review.root_slice_counts(data_root)
-    expected = {volume.volume_id: SHAPE[0], "vols/a.nii.gz": 7, "vols/b.nrrd": 5, "xray/c.png": 1}
+    expected = {volume.volume_id: SHAPE[0], "vols/a.nii.gz": 7, "vols/b.nrrd": 5}  # an X-ray: no lung box
     assert counts.slices == expected and counts.total == sum(expected.values()) and not counts.problems
-    for path in ("vols/a.nii.gz", "vols/b.nrrd", "xray/c.png"):
+    for path in ("vols/a.nii.gz", "vols/b.nrrd"):
         assert load_volume(data_root / path).shape[0] == expected[path]
 
 
@@ -195,3 +195,18 @@ def test_page_helpers():
     assert annotate.requested_entry(["/a/b", "/a/c"], "/a/c") == 1
     assert annotate.requested_entry(["/a/b"], "/a/z") is None
     assert annotate.requested_entry(["/a"], None) is None
+
+
+def test_lung_box_progress_counts_chest_volumes_only(tmp_path):
+    """X-rays, MR sequences and segmentation cases are not lung-box work."""
+    from core.annotation_review import lung_box_candidate
+
+    case = tmp_path / "segmentation" / "case_000"
+    case.mkdir(parents=True)
+    (case / "label.nrrd").write_bytes(b"")
+    assert not lung_box_candidate(case / "image.nrrd")
+    assert not lung_box_candidate(tmp_path / "xray" / "p.png")
+    assert not lung_box_candidate(tmp_path / "brats" / "BraTS_001" / "BraTS_001_flair.nii.gz")
+    assert not lung_box_candidate(tmp_path / "brats" / "BraTS_001" / "BraTS_001_seg.nii.gz")
+    assert lung_box_candidate(tmp_path / "ct_nifti" / "CT-0" / "ct0_000.nii.gz")
+    assert lung_box_candidate(tmp_path / "ct" / "chest_000")
