@@ -14,7 +14,10 @@ from core.train.cli import TrainSettingsError, resolve_settings
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("family", ["lung_localizer", "xray_classifier", "ct_classifier", "vnet", "brain_mri"])
+FAMILIES = ["lung_localizer", "xray_classifier", "ct_classifier", "vnet", "brain_mri"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_has_a_quick_preset_that_the_cli_resolves(family, tmp_path):
     spec = next(s for s in list_specs() if s.name == family)
     settings = resolve_settings(family, tmp_path / "run", ["seed=3"], preset=QUICK_PRESET)
