@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from core.models.imagenet import read_imagenet_state
 
 log = logging.getLogger("slicewise.models.lung_localizer")
 
@@ -22,13 +23,6 @@ FAMILY = "lung_localizer"
 BACKBONES = ("resnet50", "efficientnet_b0", "resnet18", "ensemble")
 ENSEMBLE_MEMBERS = ("resnet50", "efficientnet_b0")
 HEAD_HIDDEN = 1024
-
-# torchvision file names of the ImageNet weights, looked up in the hub cache; never downloaded.
-_IMAGENET_FILES = {
-    "resnet50": ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth"),
-    "resnet18": ("resnet18-f37072fd.pth",),
-    "efficientnet_b0": ("efficientnet_b0_rwightman-7f5810bc.pth",),
-}
 
 
 def _box_head(in_features: int, dropout: float) -> nn.Sequential:
@@ -145,14 +139,6 @@ def regressors(model: nn.Module) -> list[LungBoxRegressor]:
 # ---------------------------------------------------------------- pretrained weights
 
 
-def _cached_imagenet_file(backbone: str) -> Path | None:
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    for name in _IMAGENET_FILES.get(backbone, ()):
-        if (hub / name).is_file():
-            return hub / name
-    return None
-
-
 def _one_channel(state: dict[str, torch.Tensor], key: str) -> None:
     """RGB stem weights -> 1-channel stem: the mean over the colour axis."""
     if key in state and state[key].ndim == 4 and state[key].shape[1] == 3:
@@ -166,21 +152,14 @@ def load_imagenet_weights(regressor: LungBoxRegressor, weights_path: str = "") -
     local file the network keeps its random initialisation and the notice says so.
     """
     name = regressor.backbone_name
-    path = Path(weights_path).expanduser() if weights_path else _cached_imagenet_file(name)
-    if path is None or not path.is_file():
-        where = weights_path or f"{Path(torch.hub.get_dir()) / 'checkpoints'}"
-        notice = (
-            f"no ImageNet weights for {name} at {where} (offline, never downloaded): training from scratch"
-        )
-        log.warning(notice)
-        return notice
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    state, source = read_imagenet_state(name, weights_path)
+    if state is None:
+        return source
     stem = "features.0.0.weight" if name == "efficientnet_b0" else "conv1.weight"
     _one_channel(state, stem)
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
     missing, unexpected = regressor.net.load_state_dict(state, strict=False)
-    notice = f"ImageNet weights for {name} from {path} (stem averaged to 1 channel; {len(missing)} new)"
+    notice = f"ImageNet weights for {name} from {source} (stem averaged to 1 channel; {len(missing)} new)"
     if unexpected:
         notice += f"; ignored {len(unexpected)} unexpected tensors"
     log.info(notice)

@@ -8,12 +8,13 @@ of a class (Zhou et al., 2016, "Learning Deep Features for Discriminative Locali
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from core.models.imagenet import read_imagenet_state
 
 log = logging.getLogger("slicewise.models.xray_classifier")
 
@@ -21,13 +22,6 @@ FAMILY = "xray_classifier"
 BACKBONES = ("resnet152", "resnet50", "resnet18")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# torchvision file names of the ImageNet weights, looked up in the hub cache; never downloaded.
-_IMAGENET_FILES = {
-    "resnet152": ("resnet152-394f9c45.pth", "resnet152-f82ba261.pth"),
-    "resnet50": ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"),
-    "resnet18": ("resnet18-f37072fd.pth",),
-}
 
 
 class XrayClassifier(nn.Module):
@@ -93,14 +87,6 @@ def build_model(backbone: str = "resnet152", n_classes: int = 2, image_size: int
 # ---------------------------------------------------------------- pretrained weights
 
 
-def _cached_imagenet_file(backbone: str) -> Path | None:
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    for name in _IMAGENET_FILES.get(backbone, ()):
-        if (hub / name).is_file():
-            return hub / name
-    return None
-
-
 def load_imagenet_weights(model: XrayClassifier, weights_path: str = "") -> str:
     """ImageNet weights into the backbone from a local file or the torchvision cache; never downloads.
 
@@ -108,19 +94,12 @@ def load_imagenet_weights(model: XrayClassifier, weights_path: str = "") -> str:
     initialisation and the notice says it trains from scratch.
     """
     name = model.backbone_name
-    path = Path(weights_path).expanduser() if weights_path else _cached_imagenet_file(name)
-    if path is None or not path.is_file():
-        where = weights_path or f"{Path(torch.hub.get_dir()) / 'checkpoints'}"
-        notice = (
-            f"no ImageNet weights for {name} at {where} (offline, never downloaded): training from scratch"
-        )
-        log.warning(notice)
-        return notice
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    state, source = read_imagenet_state(name, weights_path)
+    if state is None:
+        return source
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = model.net.load_state_dict(state, strict=False)
-    notice = f"ImageNet weights for {name} from {path} ({len(missing)} new tensors: the head)"
+    notice = f"ImageNet weights for {name} from {source} ({len(missing)} new tensors: the head)"
     if unexpected:
         notice += f"; ignored {len(unexpected)} unexpected tensors"
     log.info(notice)
