@@ -111,7 +111,8 @@ def candidate_datasets(family: str, root: Path | str, max_depth: int = 3,
 
     The rule is the family's `ModelSpec.dataset_rule`; families without one get the root and
     its sub-folders. A box family also trains from the data root itself (the trainer prepares
-    the annotated slices first), so the root is offered last for it.
+    the annotated slices first), so the root is offered last for it. Labels say what each is:
+    "demo data (…)" for the demo set (core.demo's manifest), "annotated slices of the data root".
     """
     from core.models import get_spec
 
@@ -132,10 +133,47 @@ def candidate_datasets(family: str, root: Path | str, max_depth: int = 3,
         except OSError:
             continue
         if rule is None and depth <= 1 or rule is not None and _safe_rule(rule, folder, names):
-            found.append(DatasetChoice(folder, _relative_label(folder, root)))
+            found.append(DatasetChoice(folder, _dataset_label(folder, root)))
     if spec is not None and spec.review == "boxes" and not any(c.path == root for c in found):
-        found.append(DatasetChoice(root, "data root (its annotated slices)"))
+        found.append(DatasetChoice(root, ROOT_LABEL))
     return found
+
+
+ROOT_LABEL = "annotated slices of the data root"
+
+
+def _dataset_label(folder: Path, root: Path) -> str:
+    """`demo data (<where>)` inside a demo set written by core.demo, else the path under the root."""
+    demo = _demo_root(folder, root)
+    if demo is None:
+        return _relative_label(folder, root)
+    return f"demo data ({folder.name if folder == root else folder.relative_to(root)})"
+
+
+def _demo_root(folder: Path, root: Path) -> Path | None:
+    """The demo set (a folder with core.demo's manifest) that holds `folder`, within the data root."""
+    from core.demo import MANIFEST
+
+    for candidate in (folder, *folder.parents):
+        if (candidate / MANIFEST).is_file():
+            return candidate
+        if candidate == root or root not in candidate.parents:
+            return None
+    return None
+
+
+def dataset_summary(spec: Any, folder: Path | str | None, settings: dict[str, Any] | None = None) -> str:
+    """What training `spec` on `folder` will use (markdown), from the family's optional
+    `dataset_summary(folder, settings) -> str` (a callable or a LazyRef); "" when the family has
+    none or nothing to say. A summary that fails names its error instead of breaking the page."""
+    summarise = getattr(spec, "dataset_summary", None)
+    if summarise is None or folder is None:
+        return ""
+    full = {**getattr(spec, "defaults", {}), **(settings or {})}
+    try:
+        return str(summarise(Path(folder), full) or "").strip()
+    except Exception as exc:  # noqa: BLE001 - a family's summary must not take the Train page down
+        return f"Could not summarise `{folder}` ({type(exc).__name__}: {exc})."
 
 
 def dataset_note(spec: Any, choice: DatasetChoice | None, data_root: Path) -> tuple[str, str]:
@@ -182,7 +220,7 @@ def _walk_folders(root: Path, max_depth: int):
 
 
 def _relative_label(folder: Path, root: Path) -> str:
-    return "." if folder == root else str(folder.relative_to(root))
+    return "the data root" if folder == root else str(folder.relative_to(root))
 
 
 # ---------------------------------------------------------------- the jobs table and detail
@@ -201,16 +239,16 @@ def format_duration(seconds: float | None) -> str:
 
 
 def job_row(job: jobs.Job) -> dict[str, Any]:
-    """One line of the jobs table: id, family, state, epoch k/n, ETA, elapsed, best metric, reason."""
+    """One line of the jobs table: id, family, state, best metric, epoch k/n, ETA, elapsed, reason
+    (best early, so that a narrow window still shows it; the data folder is in the job's detail)."""
     prog = jobs.progress(job.id, job.dir.parent)
     epoch = f"{prog.epoch}/{prog.max_epochs}" if prog and prog.max_epochs else "–"
     running = job.state == jobs.RUNNING
     elapsed = (job.ended or time.time()) - job.started if job.started else None
     return {
-        "job": job.id, "family": job.family or job.kind, "state": job.state, "epoch": epoch,
-        "ETA": format_duration(prog.eta_s) if running and prog else "–",
-        "elapsed": format_duration(elapsed), "best": best_metric_text(job), "data": _short(job.data),
-        "reason": job.reason,
+        "job": job.id, "family": job.family or job.kind, "state": job.state, "best": best_metric_text(job),
+        "epoch": epoch, "ETA": format_duration(prog.eta_s) if running and prog else "–",
+        "elapsed": format_duration(elapsed), "reason": job.reason,
     }
 
 
@@ -234,10 +272,6 @@ def best_metric_text(job: jobs.Job) -> str:
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _short(path: str | None) -> str:
-    return Path(path).name if path else ""
 
 
 _SKIP_SERIES = {"epoch", "lr", "time", "step", "epoch_time_s"}

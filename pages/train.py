@@ -67,6 +67,13 @@ def _pick_data(family: str, spec, column) -> tuple[Path | None, tuple[str, str]]
     return None, train_form.dataset_note(spec, None, data_root)
 
 
+def _chosen_settings(spec, family: str, preset: str) -> dict:
+    """The preset's settings with the form's values as last submitted (the form sends them on Start)."""
+    chosen = spec.preset_settings(preset)
+    prefix = f"train_set_{family}_{preset}_"
+    return {key: st.session_state.get(prefix + key, value) for key, value in chosen.items()}
+
+
 def new_job_form() -> None:
     if not specs:
         st.info("No model family is registered.")
@@ -81,12 +88,16 @@ def new_job_form() -> None:
     device = top[2].selectbox("Device", devices, key="train_device", help=where)
     top[2].caption(where)
     {"error": st.error, "warning": st.warning}.get(level, st.caption)(note)
-    if spec.description:
-        st.caption(spec.description)
     presets = spec.preset_names()
     preset = st.radio("Settings", presets, index=presets.index(train_form.default_preset(spec, devices)),
                       horizontal=True, key=f"train_preset_{family}",
                       help="reference = the published pipeline's values (meant for a GPU)")
+    summary = train_form.dataset_summary(spec, data, _chosen_settings(spec, family, preset))
+    if summary:
+        st.info(f"**What training will use** (settings: {preset}, with the form's values once started)\n\n"
+                + summary, icon=":material/dataset:")
+    if spec.description:
+        st.caption(spec.description)
     with st.form(f"train_form_{family}"):
         with st.expander(f"Settings (prefilled: {preset})", expanded=False):
             columns = st.columns(4)
@@ -190,9 +201,16 @@ def _started_banner(by_id: dict[str, jobs.Job]) -> None:
     st.success(f"Started job {started.id} ({started.state}).")
 
 
+# Widths that fit the page at 1366 px with the sidebar open (about 900 px): "best" never scrolls away.
 JOB_COLUMNS = {
-    "best": st.column_config.TextColumn("best", width="large"),
-    "reason": st.column_config.TextColumn("reason", width="large"),
+    "job": st.column_config.TextColumn("job", width=175),
+    "family": st.column_config.TextColumn("family", width=115),
+    "state": st.column_config.TextColumn("state", width=85),
+    "best": st.column_config.TextColumn("best", width=145, help="best validation metric (final or so far)"),
+    "epoch": st.column_config.TextColumn("epoch", width=60),
+    "ETA": st.column_config.TextColumn("ETA", width=65),
+    "elapsed": st.column_config.TextColumn("elapsed", width=85),
+    "reason": st.column_config.TextColumn("reason", width=160),
 }
 
 
