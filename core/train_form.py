@@ -162,6 +162,14 @@ def _demo_root(folder: Path, root: Path) -> Path | None:
     return None
 
 
+def demo_hint(choices: list[DatasetChoice], data_root: Path) -> str:
+    """When no demo set is among the choices: where to get one (every family learns its demo data)."""
+    if any(c.label.startswith("demo data") for c in choices):
+        return ""
+    return (f"No demo data under {data_root}: Home → Create demo data writes a set every model family can "
+            "train on without annotations (it is then offered here as \"demo data (demo)\").")
+
+
 def dataset_summary(spec: Any, folder: Path | str | None, settings: dict[str, Any] | None = None) -> str:
     """What training `spec` on `folder` will use (markdown), from the family's optional
     `dataset_summary(folder, settings) -> str` (a callable or a LazyRef); "" when the family has

@@ -58,7 +58,10 @@ def _pick_data(family: str, spec, column) -> tuple[Path | None, tuple[str, str]]
     if choices:
         picked = column.selectbox("Data set", choices, format_func=lambda c: c.label,
                                   key=f"train_data_{family}", help=hint)
-        return picked.path, train_form.dataset_note(spec, picked, data_root)
+        level, note = train_form.dataset_note(spec, picked, data_root)
+        if level == "error" and train_form.demo_hint(choices, data_root):
+            note += "\n\n" + train_form.demo_hint(choices, data_root)
+        return picked.path, (level, note)
     typed = column.text_input("Data folder", key=f"train_data_path_{family}", help=hint,
                               placeholder=f"no suitable folder found under {data_root}")
     if typed:

@@ -58,6 +58,13 @@ def test_the_demo_set_is_named_demo_data_wherever_it_sits(tmp_path):
         "demo data (demo)", "demo data (truth)"]
 
 
+def test_demo_hint_only_without_a_demo_choice(tmp_path):
+    plain = [train_form.DatasetChoice(tmp_path, train_form.ROOT_LABEL)]
+    assert "Home → Create demo data" in train_form.demo_hint(plain, tmp_path)
+    demo = [train_form.DatasetChoice(tmp_path / "demo", "demo data (demo)"), *plain]
+    assert train_form.demo_hint(demo, tmp_path) == ""
+
+
 def test_dataset_summary_from_a_callable_a_lazy_ref_or_nothing(tmp_path):
     from types import SimpleNamespace
 

@@ -77,6 +77,7 @@ def test_train_page_says_why_a_data_set_cannot_work_before_starting(data_root):
     data = at.selectbox(key="train_data_lung_localizer")
     assert data.value.label == "annotated slices of the data root"
     assert "No lung boxes annotated yet" in "\n".join(e.value for e in at.error)
+    assert "Home → Create demo data" in "\n".join(e.value for e in at.error)  # where a trainable set is
     [start] = [b for b in at.button if b.label == "Start training"]
     assert start.disabled
 
