@@ -71,7 +71,7 @@ def _pick_data(family: str, spec, column) -> tuple[Path | None, tuple[str, str]]
 
 
 def _chosen_settings(spec, family: str, preset: str) -> dict:
-    """The preset's settings with the form's values as last submitted (the form sends them on Start)."""
+    """The preset's settings with the values typed in the settings below (their widgets' state)."""
     chosen = spec.preset_settings(preset)
     prefix = f"train_set_{family}_{preset}_"
     return {key: st.session_state.get(prefix + key, value) for key, value in chosen.items()}
@@ -97,19 +97,19 @@ def new_job_form() -> None:
                       help="reference = the published pipeline's values (meant for a GPU)")
     summary = train_form.dataset_summary(spec, data, _chosen_settings(spec, family, preset))
     if summary:
-        st.info(f"**What training will use** (settings: {preset}, with the form's values once started)\n\n"
-                + summary, icon=":material/dataset:")
+        st.info("**What training will use** (with the settings below)\n\n" + summary, icon=":material/dataset:")
     if spec.description:
         st.caption(spec.description)
-    with st.form(f"train_form_{family}"):
+    # no st.form: a changed setting reruns the page, so that "What training will use" above follows it
+    with st.container(border=True, key=f"train_form_{family}"):
         with st.expander(f"Settings (prefilled: {preset})", expanded=False):
             columns = st.columns(4)
             values = {}
             for i, field in enumerate(train_form.setting_fields(spec, preset=preset)):
                 with columns[i % 4]:
                     values[field.key] = _setting_widget(field, f"train_set_{family}_{preset}_{field.key}")
-        submitted = st.form_submit_button("Start training", type="primary",
-                                          disabled=data is None or level == "error")
+        submitted = st.button("Start training", type="primary", key=f"train_start_{family}",
+                              disabled=data is None or level == "error")
     if submitted and data is not None:
         _start(family, data, values, device)
     message = st.session_state.pop("train_message", None)

@@ -65,10 +65,17 @@ def test_one_patient_the_page_says_validation_uses_slice_blocks(data_root, summa
     assert not _start(at).disabled
 
 
-def test_two_patients_keep_the_patient_split(data_root, summary_family):
-    _boxes(data_root / "two", [("CT-1", 1, "reader"), ("CT-2", 3, "reader")])
-    info = "\n".join(e.value for e in _page(summary_family).info)
-    assert "whole patients held out" in info
+def test_two_patients_keep_the_patient_split_and_the_summary_follows_the_settings(data_root, summary_family):
+    _boxes(data_root / "two", [("CT-1", 1, "reader"), ("CT-2", 3, "reader"), ("CT-2", 4, "model:run1")])
+    at = _page(summary_family)
+    info = "\n".join(e.value for e in at.info)
+    assert "whole patients held out" in info and "1 proposals left out" in info
+    # a changed setting changes what the page says, before Start
+    at.selectbox(key=f"train_set_{summary_family}_quick_split").set_value("blocks").run()
+    at.checkbox(key=f"train_set_{summary_family}_quick_include_proposals").check().run()
+    info = "\n".join(e.value for e in at.info)
+    assert "blocks of neighbouring slices" in info and "left out" not in info
+    assert jobs.list_jobs() == []  # nothing started
 
 
 def test_no_confirmed_boxes_disables_start_with_the_reason(data_root, summary_family):
