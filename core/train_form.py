@@ -291,11 +291,13 @@ def metric_series(rows: list[dict[str, Any]]) -> tuple[Series, Series]:
     """(losses, other metrics) as name -> (epochs, values), for the curves.
 
     Percentile/min/max companions (val_iou_p10, ...) are left out: the mean tells the story.
+    Epochs count from 1, as the progress line ("epoch 2 of 5") and the jobs table do.
     """
     losses: Series = {}
     others: Series = {}
     for index, row in enumerate(rows):
         epoch = row.get("epoch", index)
+        epoch = epoch + 1 if _number(epoch) else index + 1
         for key, value in row.items():
             if key in _SKIP_SERIES or not _number(value):
                 continue

@@ -97,7 +97,8 @@ def new_job_form() -> None:
                       help="reference = the published pipeline's values (meant for a GPU)")
     summary = train_form.dataset_summary(spec, data, _chosen_settings(spec, family, preset))
     if summary:
-        st.info("**What training will use** (with the settings below)\n\n" + summary, icon=":material/dataset:")
+        st.info("**What training will use** (with the settings below)\n\n" + summary,
+                icon=":material/dataset:")
     if spec.description:
         st.caption(spec.description)
     # no st.form: a changed setting reruns the page, so that "What training will use" above follows it
@@ -143,7 +144,7 @@ def _curve(series: dict, title: str, y_title: str) -> go.Figure:
                                     name=train_form.series_label(name)))
     figure.update_layout(title=title, height=300, margin=dict(l=10, r=10, t=40, b=10), showlegend=True,
                          legend=dict(orientation="h", yanchor="bottom", y=-0.45),
-                         xaxis=dict(title="epoch", rangemode="tozero", tickformat="d",
+                         xaxis=dict(title="epoch", tickformat="d",
                                     dtick=1 if last_epoch < 10 else None),
                          yaxis=dict(title=y_title))
     return figure

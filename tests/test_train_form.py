@@ -97,8 +97,8 @@ def test_metric_series_split_losses_from_metrics():
              "time": "t"},
             {"epoch": 1, "train_loss": 0.5, "val_loss": None, "val_iou": 0.7}]
     losses, others = train_form.metric_series(rows)
-    assert losses == {"train_loss": ([0, 1], [1.0, 0.5]), "val_loss": ([0], [0.9])}
-    assert others == {"val_iou": ([0, 1], [0.5, 0.7])}
+    assert losses == {"train_loss": ([1, 2], [1.0, 0.5]), "val_loss": ([1], [0.9])}  # epochs from 1
+    assert others == {"val_iou": ([1, 2], [0.5, 0.7])}
 
 
 def test_format_duration():
