@@ -184,15 +184,29 @@ def dataset_summary(spec: Any, folder: Path | str | None, settings: dict[str, An
         return f"Could not summarise `{folder}` ({type(exc).__name__}: {exc})."
 
 
-def dataset_note(spec: Any, choice: DatasetChoice | None, data_root: Path) -> tuple[str, str]:
+def dataset_note(spec: Any, choice: DatasetChoice | None, data_root: Path,
+                 typed: bool = False) -> tuple[str, str]:
     """(level, text) the page shows under the data-set selector: what training will do with the
     pick ("info"), or why it cannot work ("error") before anything starts. The family's
-    `spec.dataset_check(folder) -> str` (optional) names a problem; "" means none."""
+    `spec.dataset_check(folder) -> str` (optional) names a problem; "" means none. A `typed`
+    folder (not from the list) must also pass the family's `dataset_rule`."""
     hint = getattr(spec, "dataset_hint", "") or ""
     if choice is None:
         return "warning", (f"No folder under {data_root} looks like training data for {spec.name}"
                            + (f" (expected: {hint})" if hint else "") + ". Type a folder, or create "
                            "the demo data on Home.")
+    if typed:
+        folder = Path(choice.path).expanduser()
+        if not folder.is_dir():
+            return "error", f"{folder}: no such folder"
+        rule = getattr(spec, "dataset_rule", None)
+        try:
+            names = {entry.name for entry in os.scandir(folder)}
+        except OSError as exc:
+            return "error", f"{folder}: unreadable ({exc})"
+        if rule is not None and not _safe_rule(rule, folder, names):
+            return "error", (f"{folder} does not look like training data for {spec.title or spec.name}"
+                             + (f" (expected: {hint})" if hint else ""))
     check = spec.dataset_check
     if check is not None:
         try:

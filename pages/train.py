@@ -66,7 +66,7 @@ def _pick_data(family: str, spec, column) -> tuple[Path | None, tuple[str, str]]
                               placeholder=f"no suitable folder found under {data_root}")
     if typed:
         choice = train_form.DatasetChoice(Path(typed), typed)
-        return choice.path, train_form.dataset_note(spec, choice, data_root)
+        return choice.path, train_form.dataset_note(spec, choice, data_root, typed=True)
     return None, train_form.dataset_note(spec, None, data_root)
 
 

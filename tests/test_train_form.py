@@ -166,3 +166,20 @@ def test_series_labels_say_train_and_validation():
     assert train_form.series_label("train_loss") == "train loss"
     assert train_form.series_label("val_loss") == "validation loss"
     assert train_form.series_label("val_iou") == "validation iou"
+
+
+def test_a_typed_folder_must_suit_the_family(tmp_path):
+    from core.models import get_spec
+
+    spec = get_spec("lung_localizer")
+
+    def typed(folder):
+        choice = train_form.DatasetChoice(folder, str(folder))
+        return train_form.dataset_note(spec, choice, tmp_path, typed=True)
+
+    xrays = tmp_path / "xray"
+    (xrays / "train").mkdir(parents=True)
+    level, text = typed(xrays)
+    assert level == "error" and text.startswith(f"{xrays} does not look like training data for Lung")
+    assert typed(tmp_path / "nope") == ("error", f"{tmp_path / 'nope'}: no such folder")
+    assert typed(write_tiny_prepared(tmp_path / "prepared", n_train=1, n_val=1))[0] == "info"
