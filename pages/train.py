@@ -70,6 +70,12 @@ def _pick_data(family: str, spec, column) -> tuple[Path | None, tuple[str, str]]
     return None, train_form.dataset_note(spec, None, data_root)
 
 
+@st.cache_data(ttl=10, max_entries=32, show_spinner=False)
+def _summary(family: str, data: str, chosen: tuple) -> str:
+    """The family's dataset_summary for a data set and settings; kept 10 s (reruns come often)."""
+    return train_form.dataset_summary(specs[family], Path(data) if data else None, dict(chosen))
+
+
 def _chosen_settings(spec, family: str, preset: str) -> dict:
     """The preset's settings with the values typed in the settings below (their widgets' state)."""
     chosen = spec.preset_settings(preset)
@@ -95,7 +101,8 @@ def new_job_form() -> None:
     preset = st.radio("Settings", presets, index=presets.index(train_form.default_preset(spec, devices)),
                       horizontal=True, key=f"train_preset_{family}",
                       help="reference = the published pipeline's values (meant for a GPU)")
-    summary = train_form.dataset_summary(spec, data, _chosen_settings(spec, family, preset))
+    summary = _summary(family, str(data) if data is not None else "",
+                       tuple(sorted(_chosen_settings(spec, family, preset).items())))
     if summary:
         st.info("**What training will use** (with the settings below)\n\n" + summary,
                 icon=":material/dataset:")
