@@ -30,8 +30,14 @@ class VolumeFit:
     @property
     def label(self) -> str:
         """`name  ·  kind  ·  modality`, with "not for this model" on a volume that does not suit."""
-        parts = [self.entry.name, self.entry.kind] + ([self.modality] if self.modality else [])
+        parts = [display_name(self.entry), self.entry.kind] + ([self.modality] if self.modality else [])
         return "  ·  ".join(parts) + ("  ·  not for this model" if self.fits is False else "")
+
+
+def display_name(entry: Any) -> str:
+    """A listed volume's name for a reader: the path under the data root, or the folder's own name
+    when the data root itself is the series (the catalog names that one ".")."""
+    return f"{Path(entry.path).name} (the data root)" if entry.name in (".", "") else entry.name
 
 
 def entry_modality(path: Path | str, kind: str) -> str:

@@ -11,6 +11,7 @@ import streamlit as st
 from core import render, settings, view_payload
 from core.errors import SlicewiseError
 from core.volume import Volume
+from core.volume_fit import display_name
 from pages._ui.frames import VolumeView, montage_png, volume_view
 from pages._ui.loaders import data_root, list_volumes_cached, load_volume_cached, path_mtime, truth_cached
 from pages._ui.navigation import ensure_app_navigation
@@ -47,7 +48,7 @@ def _pick_source(root: Path) -> tuple[Path | None, str]:
     except (SlicewiseError, OSError) as exc:
         st.error(f"Cannot list the volumes under {root}: {exc}")
         entries = []
-    names = {f"{e.name}  ·  {e.kind}": e.path for e in entries}
+    names = {f"{display_name(e)}  ·  {e.kind}": e.path for e in entries}
     left, right = st.columns([5, 1], vertical_alignment="bottom")  # one row: the image starts high
     label = left.selectbox("Volume", list(names), index=0 if names else None, key="viewer_volume",
                            placeholder=f"No volumes under {root}: create the demo data on Home")

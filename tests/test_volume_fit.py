@@ -59,3 +59,11 @@ def test_mismatch_only_for_a_known_other_modality():
     assert text.startswith("brain.nii.gz is MR, but Lung localizer is made for CT")
     anything = SimpleNamespace(name="vnet", title="", modalities=())
     assert fits(anything, "MR") is True and mismatch(anything, "x", "MR") == ""
+
+
+def test_a_data_root_that_is_one_series_is_named_by_its_folder(tmp_path):
+    series = tmp_path / "LIDC-IDRI-0001"
+    write_dicom_series(np.full((3, 16, 16), -1000, np.int16), series, spacing=(2.0, 1.0, 1.0))
+    [entry] = list_volumes(series)
+    lung = SimpleNamespace(name="lung", title="Lung localizer", modalities=("CT",))
+    assert order_for(lung, [entry])[0].label == "LIDC-IDRI-0001 (the data root)  ·  DICOM series  ·  CT"

@@ -8,6 +8,7 @@ import streamlit as st
 
 from core import predictions
 from core.errors import SlicewiseError
+from core.volume_fit import display_name
 from pages._ui.loaders import list_volumes_cached, load_volume_cached
 
 
@@ -40,7 +41,7 @@ def pick_volume(spec, data_root: Path, key: str = "predict_volume"):
     except SlicewiseError as exc:
         st.error(str(exc))
         return None
-    return volume if confirmed_fit(spec, volume, picked.entry.name, key) else None
+    return volume if confirmed_fit(spec, volume, display_name(picked.entry), key) else None
 
 
 def confirmed_fit(spec, volume, name: str, key: str = "predict_volume") -> bool:
