@@ -378,10 +378,13 @@ CUSTOM_WINDOW = "custom"
 
 
 def window_choices(modality: str) -> tuple[list[str], str]:
-    """Window names offered for a modality and the one it opens with (lung for CT, auto otherwise)."""
-    from core.windowing import PRESETS
+    """Window names offered for a modality and the one it opens with (lung for CT, auto otherwise).
 
-    options = [*PRESETS, AUTO_WINDOW, CUSTOM_WINDOW]
+    Reading presets only: the windows models use for their input (core.windowing.MODEL_PRESETS,
+    e.g. the CT classifier's) are not offered to a reader."""
+    from core.windowing import MODEL_PRESETS, PRESETS
+
+    options = [name for name in PRESETS if name not in MODEL_PRESETS] + [AUTO_WINDOW, CUSTOM_WINDOW]
     return options, ("lung" if modality == "CT" else AUTO_WINDOW)
 
 

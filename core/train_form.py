@@ -111,7 +111,8 @@ def candidate_datasets(family: str, root: Path | str, max_depth: int = 3,
 
     The rule is the family's `ModelSpec.dataset_rule`; families without one get the root and
     its sub-folders. A box family also trains from the data root itself (the trainer prepares
-    the annotated slices first), so the root is offered last for it.
+    the annotated slices first), so the root is offered last for it. Labels say what each is:
+    "demo data (…)" for the demo set (core.demo's manifest), "annotated slices of the data root".
     """
     from core.models import get_spec
 
@@ -132,21 +133,80 @@ def candidate_datasets(family: str, root: Path | str, max_depth: int = 3,
         except OSError:
             continue
         if rule is None and depth <= 1 or rule is not None and _safe_rule(rule, folder, names):
-            found.append(DatasetChoice(folder, _relative_label(folder, root)))
+            found.append(DatasetChoice(folder, _dataset_label(folder, root)))
     if spec is not None and spec.review == "boxes" and not any(c.path == root for c in found):
-        found.append(DatasetChoice(root, "data root (its annotated slices)"))
+        found.append(DatasetChoice(root, ROOT_LABEL))
     return found
 
 
-def dataset_note(spec: Any, choice: DatasetChoice | None, data_root: Path) -> tuple[str, str]:
+ROOT_LABEL = "annotated slices of the data root"
+
+
+def _dataset_label(folder: Path, root: Path) -> str:
+    """`demo data (<where>)` inside a demo set written by core.demo, else the path under the root."""
+    demo = _demo_root(folder, root)
+    if demo is None:
+        return _relative_label(folder, root)
+    return f"demo data ({folder.name if folder == root else folder.relative_to(root)})"
+
+
+def _demo_root(folder: Path, root: Path) -> Path | None:
+    """The demo set (a folder with core.demo's manifest) that holds `folder`, within the data root."""
+    from core.demo import MANIFEST
+
+    for candidate in (folder, *folder.parents):
+        if (candidate / MANIFEST).is_file():
+            return candidate
+        if candidate == root or root not in candidate.parents:
+            return None
+    return None
+
+
+def demo_hint(choices: list[DatasetChoice], data_root: Path) -> str:
+    """When no demo set is among the choices: where to get one (every family learns its demo data)."""
+    if any(c.label.startswith("demo data") for c in choices):
+        return ""
+    return (f"No demo data under {data_root}: Home → Create demo data writes a set every model family can "
+            "train on without annotations (it is then offered here as \"demo data (demo)\").")
+
+
+def dataset_summary(spec: Any, folder: Path | str | None, settings: dict[str, Any] | None = None) -> str:
+    """What training `spec` on `folder` will use (markdown), from the family's optional
+    `dataset_summary(folder, settings) -> str` (a callable or a LazyRef); "" when the family has
+    none or nothing to say. A summary that fails names its error instead of breaking the page."""
+    summarise = getattr(spec, "dataset_summary", None)
+    if summarise is None or folder is None:
+        return ""
+    full = {**getattr(spec, "defaults", {}), **(settings or {})}
+    try:
+        return str(summarise(Path(folder), full) or "").strip()
+    except Exception as exc:  # noqa: BLE001 - a family's summary must not take the Train page down
+        return f"Could not summarise `{folder}` ({type(exc).__name__}: {exc})."
+
+
+def dataset_note(spec: Any, choice: DatasetChoice | None, data_root: Path,
+                 typed: bool = False) -> tuple[str, str]:
     """(level, text) the page shows under the data-set selector: what training will do with the
     pick ("info"), or why it cannot work ("error") before anything starts. The family's
-    `spec.dataset_check(folder) -> str` (optional) names a problem; "" means none."""
+    `spec.dataset_check(folder) -> str` (optional) names a problem; "" means none. A `typed`
+    folder (not from the list) must also pass the family's `dataset_rule`."""
     hint = getattr(spec, "dataset_hint", "") or ""
     if choice is None:
         return "warning", (f"No folder under {data_root} looks like training data for {spec.name}"
                            + (f" (expected: {hint})" if hint else "") + ". Type a folder, or create "
                            "the demo data on Home.")
+    if typed:
+        folder = Path(choice.path).expanduser()
+        if not folder.is_dir():
+            return "error", f"{folder}: no such folder"
+        rule = getattr(spec, "dataset_rule", None)
+        try:
+            names = {entry.name for entry in os.scandir(folder)}
+        except OSError as exc:
+            return "error", f"{folder}: unreadable ({exc})"
+        if rule is not None and not _safe_rule(rule, folder, names):
+            return "error", (f"{folder} does not look like training data for {spec.title or spec.name}"
+                             + (f" (expected: {hint})" if hint else ""))
     check = spec.dataset_check
     if check is not None:
         try:
@@ -182,7 +242,7 @@ def _walk_folders(root: Path, max_depth: int):
 
 
 def _relative_label(folder: Path, root: Path) -> str:
-    return "." if folder == root else str(folder.relative_to(root))
+    return "the data root" if folder == root else str(folder.relative_to(root))
 
 
 # ---------------------------------------------------------------- the jobs table and detail
@@ -201,16 +261,16 @@ def format_duration(seconds: float | None) -> str:
 
 
 def job_row(job: jobs.Job) -> dict[str, Any]:
-    """One line of the jobs table: id, family, state, epoch k/n, ETA, elapsed, best metric, reason."""
+    """One line of the jobs table: id, family, state, best metric, epoch k/n, ETA, elapsed, reason
+    (best early, so that a narrow window still shows it; the data folder is in the job's detail)."""
     prog = jobs.progress(job.id, job.dir.parent)
     epoch = f"{prog.epoch}/{prog.max_epochs}" if prog and prog.max_epochs else "–"
     running = job.state == jobs.RUNNING
     elapsed = (job.ended or time.time()) - job.started if job.started else None
     return {
-        "job": job.id, "family": job.family or job.kind, "state": job.state, "epoch": epoch,
-        "ETA": format_duration(prog.eta_s) if running and prog else "–",
-        "elapsed": format_duration(elapsed), "best": best_metric_text(job), "data": _short(job.data),
-        "reason": job.reason,
+        "job": job.id, "family": job.family or job.kind, "state": job.state, "best": best_metric_text(job),
+        "epoch": epoch, "ETA": format_duration(prog.eta_s) if running and prog else "–",
+        "elapsed": format_duration(elapsed), "reason": job.reason,
     }
 
 
@@ -236,10 +296,6 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _short(path: str | None) -> str:
-    return Path(path).name if path else ""
-
-
 _SKIP_SERIES = {"epoch", "lr", "time", "step", "epoch_time_s"}
 
 Series = dict[str, tuple[list, list]]
@@ -249,11 +305,13 @@ def metric_series(rows: list[dict[str, Any]]) -> tuple[Series, Series]:
     """(losses, other metrics) as name -> (epochs, values), for the curves.
 
     Percentile/min/max companions (val_iou_p10, ...) are left out: the mean tells the story.
+    Epochs count from 1, as the progress line ("epoch 2 of 5") and the jobs table do.
     """
     losses: Series = {}
     others: Series = {}
     for index, row in enumerate(rows):
         epoch = row.get("epoch", index)
+        epoch = epoch + 1 if _number(epoch) else index + 1
         for key, value in row.items():
             if key in _SKIP_SERIES or not _number(value):
                 continue

@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 
 from core.render import OverlayLayer
-from core.windowing import PRESETS, auto_window
+from core.windowing import MODEL_PRESETS, PRESETS, auto_window
 
 MAGIC = b"SWV2"
 LEVEL = 1  # zlib level: ~3x faster than the default for a few % more bytes
-INTERNAL_PRESETS = ("ct_classifier",)  # model input windows, not for reading
+INTERNAL_PRESETS = tuple(sorted(MODEL_PRESETS))  # model input windows, not for reading
 COLORMAPS = ("jet", "hot", "grey")
 DRAG_PIXELS = 500  # a drag across this many screen pixels changes the window by the value range
 

@@ -13,6 +13,8 @@ PRESETS: dict[str, tuple[float, float]] = {
     "brain": (40.0, 80.0),
     "ct_classifier": (-300.0, 1400.0),
 }
+# Presets that are a model's input window, not a reading window: never offered in a window list.
+MODEL_PRESETS: frozenset[str] = frozenset({"ct_classifier"})
 
 _MIN_WIDTH = 1e-6
 

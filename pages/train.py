@@ -58,13 +58,29 @@ def _pick_data(family: str, spec, column) -> tuple[Path | None, tuple[str, str]]
     if choices:
         picked = column.selectbox("Data set", choices, format_func=lambda c: c.label,
                                   key=f"train_data_{family}", help=hint)
-        return picked.path, train_form.dataset_note(spec, picked, data_root)
+        level, note = train_form.dataset_note(spec, picked, data_root)
+        if level == "error" and train_form.demo_hint(choices, data_root):
+            note += "\n\n" + train_form.demo_hint(choices, data_root)
+        return picked.path, (level, note)
     typed = column.text_input("Data folder", key=f"train_data_path_{family}", help=hint,
                               placeholder=f"no suitable folder found under {data_root}")
     if typed:
         choice = train_form.DatasetChoice(Path(typed), typed)
-        return choice.path, train_form.dataset_note(spec, choice, data_root)
+        return choice.path, train_form.dataset_note(spec, choice, data_root, typed=True)
     return None, train_form.dataset_note(spec, None, data_root)
+
+
+@st.cache_data(ttl=10, max_entries=32, show_spinner=False)
+def _summary(family: str, data: str, chosen: tuple) -> str:
+    """The family's dataset_summary for a data set and settings; kept 10 s (reruns come often)."""
+    return train_form.dataset_summary(specs[family], Path(data) if data else None, dict(chosen))
+
+
+def _chosen_settings(spec, family: str, preset: str) -> dict:
+    """The preset's settings with the values typed in the settings below (their widgets' state)."""
+    chosen = spec.preset_settings(preset)
+    prefix = f"train_set_{family}_{preset}_"
+    return {key: st.session_state.get(prefix + key, value) for key, value in chosen.items()}
 
 
 def new_job_form() -> None:
@@ -81,21 +97,27 @@ def new_job_form() -> None:
     device = top[2].selectbox("Device", devices, key="train_device", help=where)
     top[2].caption(where)
     {"error": st.error, "warning": st.warning}.get(level, st.caption)(note)
-    if spec.description:
-        st.caption(spec.description)
     presets = spec.preset_names()
     preset = st.radio("Settings", presets, index=presets.index(train_form.default_preset(spec, devices)),
                       horizontal=True, key=f"train_preset_{family}",
                       help="reference = the published pipeline's values (meant for a GPU)")
-    with st.form(f"train_form_{family}"):
+    summary = _summary(family, str(data) if data is not None else "",
+                       tuple(sorted(_chosen_settings(spec, family, preset).items())))
+    if summary:
+        st.info("**What training will use** (with the settings below)\n\n" + summary,
+                icon=":material/dataset:")
+    if spec.description:
+        st.caption(spec.description)
+    # no st.form: a changed setting reruns the page, so that "What training will use" above follows it
+    with st.container(border=True, key=f"train_form_{family}"):
         with st.expander(f"Settings (prefilled: {preset})", expanded=False):
             columns = st.columns(4)
             values = {}
             for i, field in enumerate(train_form.setting_fields(spec, preset=preset)):
                 with columns[i % 4]:
                     values[field.key] = _setting_widget(field, f"train_set_{family}_{preset}_{field.key}")
-        submitted = st.form_submit_button("Start training", type="primary",
-                                          disabled=data is None or level == "error")
+        submitted = st.button("Start training", type="primary", key=f"train_start_{family}",
+                              disabled=data is None or level == "error")
     if submitted and data is not None:
         _start(family, data, values, device)
     message = st.session_state.pop("train_message", None)
@@ -129,7 +151,7 @@ def _curve(series: dict, title: str, y_title: str) -> go.Figure:
                                     name=train_form.series_label(name)))
     figure.update_layout(title=title, height=300, margin=dict(l=10, r=10, t=40, b=10), showlegend=True,
                          legend=dict(orientation="h", yanchor="bottom", y=-0.45),
-                         xaxis=dict(title="epoch", rangemode="tozero", tickformat="d",
+                         xaxis=dict(title="epoch", tickformat="d",
                                     dtick=1 if last_epoch < 10 else None),
                          yaxis=dict(title=y_title))
     return figure
@@ -190,9 +212,16 @@ def _started_banner(by_id: dict[str, jobs.Job]) -> None:
     st.success(f"Started job {started.id} ({started.state}).")
 
 
+# Widths that fit the page at 1366 px with the sidebar open (about 900 px): "best" never scrolls away.
 JOB_COLUMNS = {
-    "best": st.column_config.TextColumn("best", width="large"),
-    "reason": st.column_config.TextColumn("reason", width="large"),
+    "job": st.column_config.TextColumn("job", width=175),
+    "family": st.column_config.TextColumn("family", width=115),
+    "state": st.column_config.TextColumn("state", width=85),
+    "best": st.column_config.TextColumn("best", width=145, help="best validation metric (final or so far)"),
+    "epoch": st.column_config.TextColumn("epoch", width=60),
+    "ETA": st.column_config.TextColumn("ETA", width=65),
+    "elapsed": st.column_config.TextColumn("elapsed", width=85),
+    "reason": st.column_config.TextColumn("reason", width=160),
 }
 
 

@@ -11,6 +11,7 @@ import streamlit as st
 from core import render, settings, view_payload
 from core.errors import SlicewiseError
 from core.volume import Volume
+from core.volume_fit import display_name
 from pages._ui.frames import VolumeView, montage_png, volume_view
 from pages._ui.loaders import data_root, list_volumes_cached, load_volume_cached, path_mtime, truth_cached
 from pages._ui.navigation import ensure_app_navigation
@@ -47,12 +48,13 @@ def _pick_source(root: Path) -> tuple[Path | None, str]:
     except (SlicewiseError, OSError) as exc:
         st.error(f"Cannot list the volumes under {root}: {exc}")
         entries = []
-    names = {f"{e.name}  ·  {e.kind}": e.path for e in entries}
-    left, right = st.columns([3, 2])
+    names = {f"{display_name(e)}  ·  {e.kind}": e.path for e in entries}
+    left, right = st.columns([5, 1], vertical_alignment="bottom")  # one row: the image starts high
     label = left.selectbox("Volume", list(names), index=0 if names else None, key="viewer_volume",
                            placeholder=f"No volumes under {root}: create the demo data on Home")
-    upload = right.file_uploader("…or open a file", key="viewer_file",
-                                 type=["dcm", "nii", "gz", "nrrd", "nhdr", "png", "jpg", "jpeg"])
+    with right.popover("Open a file", icon=":material/upload_file:", width="stretch"):
+        upload = st.file_uploader("…or open a file", key="viewer_file",
+                                  type=["dcm", "nii", "gz", "nrrd", "nhdr", "png", "jpg", "jpeg"])
     if upload is not None:
         return _saved_upload(upload), upload.name
     if label is None:
@@ -63,7 +65,6 @@ def _pick_source(root: Path) -> tuple[Path | None, str]:
 def _window_controls(volume: Volume) -> tuple[float, float]:
     """The server slider's window (the browser viewer has its own, reported back in `view`)."""
     options, default = render.window_choices(volume.modality)
-    options = [o for o in options if o not in view_payload.INTERNAL_PRESETS]
     choice = st.selectbox("Window", options, index=options.index(default),
                           key=f"viewer_window_{volume.modality}")  # CT keeps its preset, MR its own
     start = render.resolve_window(default if choice == render.CUSTOM_WINDOW else choice, volume.array)
@@ -278,7 +279,13 @@ def _four_sequences(folder: Path, volume: Volume, z: int) -> None:
                "its own window (1st–99th percentile of the brain); the tumour mask outlined in red.")
 
 
+# The Viewer is the image: less empty space above the title, so that the slice and its slider fit a
+# 768 px high window (the browser viewer sizes the canvas to the height left below its top).
+COMPACT = "<style>[data-testid='stMainBlockContainer'] { padding-top: 2.5rem; }</style>"
+
+
 def main() -> None:
+    st.html(COMPACT)
     st.title("Viewer")
     root = data_root()
     path, name = _pick_source(root)

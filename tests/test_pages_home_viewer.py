@@ -57,6 +57,7 @@ def test_viewer_plain_path_steps_windows_and_reads_hu(data_root):
     assert not at.exception
     readout = " ".join(m.value for m in at.markdown)
     assert "**-473 HU** at voxel x 7, y 2, z 5" in readout  # -1000 + 500 + 20 + 7
+    assert "ct_classifier" not in at.selectbox(key="viewer_window_CT").options  # reading windows only
     at.selectbox(key="viewer_window_CT").set_value("custom").run()
     at.number_input(key="viewer_center").set_value(-500.0).run()
     at.radio(key="viewer_orientation").set_value("coronal").run()

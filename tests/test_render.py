@@ -185,3 +185,15 @@ def test_montage_tiles_are_block_averaged_to_max_tile():
     assert grid.shape == (2 * 16, 4 * 16, 3)
     assert grid[0, 0, 0] == 255 and grid[15, 0, 0] == 0
     assert render.downsample(np.array([[0, 255], [255, 0]], np.uint8), 2).tolist() == [[128]]
+
+
+def test_window_choices_offer_reading_windows_only():
+    from core.render import AUTO_WINDOW, CUSTOM_WINDOW, resolve_window, window_choices
+    from core.windowing import MODEL_PRESETS, PRESETS
+
+    options, default = window_choices("CT")
+    assert options == ["lung", "mediastinum", "bone", "brain", AUTO_WINDOW, CUSTOM_WINDOW]
+    assert default == "lung" and "ct_classifier" in MODEL_PRESETS and "ct_classifier" in PRESETS
+    assert window_choices("MR") == (options, AUTO_WINDOW)
+    # the model's window is still there for the model that uses it
+    assert resolve_window("ct_classifier", np.zeros((2, 2), np.float32)) == PRESETS["ct_classifier"]

@@ -38,11 +38,58 @@ def test_candidate_datasets_find_prepared_lung_folders(tmp_path):
     (tmp_path / "xray" / "val").mkdir()
     (tmp_path / ".hidden").mkdir()
     lung = train_form.candidate_datasets("lung_localizer", tmp_path)
-    assert [c.label for c in lung] == ["prepared/a", "data root (its annotated slices)"]
+    assert [c.label for c in lung] == ["prepared/a", "annotated slices of the data root"]
     assert lung[-1].path == tmp_path
     assert train_form.candidate_datasets("lung_localizer", tmp_path / "missing") == []
     unknown = [c.label for c in train_form.candidate_datasets("some_new_family", tmp_path)]
-    assert unknown == [".", "prepared", "xray"]
+    assert unknown == ["the data root", "prepared", "xray"]
+
+
+def test_the_demo_set_is_named_demo_data_wherever_it_sits(tmp_path):
+    demo = tmp_path / "demo"
+    (demo / "truth").mkdir(parents=True)
+    (demo / "manifest.json").write_text("{}")
+    assert [c.label for c in train_form.candidate_datasets("lung_localizer", tmp_path)] == [
+        "demo data (demo)", "annotated slices of the data root"]
+    # the data root is the demo set itself (make run): offered once, as demo data
+    assert [(c.label, c.path) for c in train_form.candidate_datasets("lung_localizer", demo)] == [
+        ("demo data (demo)", demo)]
+    assert [c.label for c in train_form.candidate_datasets("some_new_family", demo)] == [
+        "demo data (demo)", "demo data (truth)"]
+
+
+def test_demo_hint_only_without_a_demo_choice(tmp_path):
+    plain = [train_form.DatasetChoice(tmp_path, train_form.ROOT_LABEL)]
+    assert "Home → Create demo data" in train_form.demo_hint(plain, tmp_path)
+    demo = [train_form.DatasetChoice(tmp_path / "demo", "demo data (demo)"), *plain]
+    assert train_form.demo_hint(demo, tmp_path) == ""
+
+
+def test_dataset_summary_from_a_callable_a_lazy_ref_or_nothing(tmp_path):
+    from types import SimpleNamespace
+
+    from core.models import LazyRef
+
+    seen = []
+
+    def summary(folder, settings):
+        seen.append((folder, settings))
+        return f"  {settings['split']} split of {folder.name}  "
+
+    spec = SimpleNamespace(defaults={"split": "auto", "lr": 0.1}, dataset_summary=summary)
+    text = train_form.dataset_summary(spec, tmp_path, {"split": "blocks"})
+    assert text == f"blocks split of {tmp_path.name}"
+    assert seen == [(tmp_path, {"split": "blocks", "lr": 0.1})]  # the defaults under the chosen settings
+    assert train_form.dataset_summary(spec, None) == ""  # no folder picked
+    assert train_form.dataset_summary(SimpleNamespace(defaults={}), tmp_path) == ""  # no summary field
+    lazy = SimpleNamespace(defaults={}, dataset_summary=LazyRef("builtins:print"))
+    assert train_form.dataset_summary(lazy, tmp_path) == ""  # resolved and called; None -> nothing to say
+
+    def broken(folder, settings):
+        raise ValueError("bad csv")
+
+    text = train_form.dataset_summary(SimpleNamespace(defaults={}, dataset_summary=broken), tmp_path)
+    assert text == f"Could not summarise `{tmp_path}` (ValueError: bad csv)."
 
 
 def test_metric_series_split_losses_from_metrics():
@@ -50,8 +97,8 @@ def test_metric_series_split_losses_from_metrics():
              "time": "t"},
             {"epoch": 1, "train_loss": 0.5, "val_loss": None, "val_iou": 0.7}]
     losses, others = train_form.metric_series(rows)
-    assert losses == {"train_loss": ([0, 1], [1.0, 0.5]), "val_loss": ([0], [0.9])}
-    assert others == {"val_iou": ([0, 1], [0.5, 0.7])}
+    assert losses == {"train_loss": ([1, 2], [1.0, 0.5]), "val_loss": ([1], [0.9])}  # epochs from 1
+    assert others == {"val_iou": ([1, 2], [0.5, 0.7])}
 
 
 def test_format_duration():
@@ -119,3 +166,20 @@ def test_series_labels_say_train_and_validation():
     assert train_form.series_label("train_loss") == "train loss"
     assert train_form.series_label("val_loss") == "validation loss"
     assert train_form.series_label("val_iou") == "validation iou"
+
+
+def test_a_typed_folder_must_suit_the_family(tmp_path):
+    from core.models import get_spec
+
+    spec = get_spec("lung_localizer")
+
+    def typed(folder):
+        choice = train_form.DatasetChoice(folder, str(folder))
+        return train_form.dataset_note(spec, choice, tmp_path, typed=True)
+
+    xrays = tmp_path / "xray"
+    (xrays / "train").mkdir(parents=True)
+    level, text = typed(xrays)
+    assert level == "error" and text.startswith(f"{xrays} does not look like training data for Lung")
+    assert typed(tmp_path / "nope") == ("error", f"{tmp_path / 'nope'}: no such folder")
+    assert typed(write_tiny_prepared(tmp_path / "prepared", n_train=1, n_val=1))[0] == "info"

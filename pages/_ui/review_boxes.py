@@ -77,7 +77,8 @@ def show_summary(queue, source: str, n_predicted: int, n_slices: int) -> None:
     summary = iou_summary(queue)
     cols = st.columns(5)
     cols[0].metric("Predicted slices", f"{n_predicted}/{n_slices}")
-    cols[1].metric("Reference", source)
+    short = {"phantom ground truth": "truth"}.get(source, source)  # a metric's value is cut at ~10 letters
+    cols[1].metric("Reference", short, help=f"IoU against the {source} boxes")
     if summary:
         cols[2].metric("Mean IoU", f"{summary['mean']:.3f}")
         cols[3].metric("Median IoU", f"{summary['median']:.3f}")
@@ -86,18 +87,25 @@ def show_summary(queue, source: str, n_predicted: int, n_slices: int) -> None:
         st.caption("No annotated box for this volume: predictions only, no IoU.")
 
 
+SLICE_HELP = ("Slices count from 1 here, as in the Viewer and Annotate; the exported CSV's `Slice` column is "
+              "the 0-based index (this number minus 1), as in lung_bbox.csv.")
+
+
 def pick_slice(queue, n_slices: int) -> int:
-    """The slice to show: the row picked in the review queue, else the slider."""
+    """The slice to show (0-based index): the row picked in the review queue, else the slider (from 1)."""
     if queue:
-        st.caption("Review queue, worst IoU first: pick a row to see that slice.")
-        table = [{"slice": r.slice, "IoU": round(r.iou, 4), "slice id": r.slice_id} for r in queue]
+        st.caption("Review queue, worst IoU first: pick a row to see that slice.", help=SLICE_HELP)
+        table = [{"slice": r.slice + 1, "IoU": round(r.iou, 4), "slice id": r.slice_id} for r in queue]
         event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row",
-                             key="predict_queue", height=220)
+                             key="predict_queue", height=220,
+                             column_config={"slice": st.column_config.NumberColumn("slice", help=SLICE_HELP)})
         picked = event.selection.rows if event is not None else []
         if picked:
             return queue[picked[0]].slice
     default = queue[0].slice if queue else n_slices // 2
-    return st.slider("Slice", 0, max(n_slices - 1, 0), default, key="predict_slice") if n_slices > 1 else 0
+    if n_slices <= 1:
+        return 0
+    return st.slider("Slice", 1, n_slices, default + 1, key="predict_slice", help=SLICE_HELP) - 1
 
 
 def show_slice(volume, z: int, predicted: dict, reference: dict, source: str, label: str) -> None:
@@ -110,7 +118,7 @@ def show_slice(volume, z: int, predicted: dict, reference: dict, source: str, la
               OverlayLayer("boxes", predicted, colour=PREDICTED, opacity=1.0, label="predicted")]
     image = render_slice(volume.array, "axial", z, window, layers)
     iou = f" · IoU {box_iou(predicted.get(z), reference[z]):.3f}" if z in reference else " · no reference box"
-    st.image(image, caption=f"slice {z}{iou}", width=512)
+    st.image(image, caption=f"slice {z + 1} of {volume.array.shape[0]}{iou}", width=512)
     legend = [(f"predicted ({label})", PREDICTED, "boxes")]
     if reference:
         legend.append((f"{source} (reference)", ref_colour, "boxes"))

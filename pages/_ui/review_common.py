@@ -8,30 +8,52 @@ import streamlit as st
 
 from core import predictions
 from core.errors import SlicewiseError
+from core.volume_fit import display_name
 from pages._ui.loaders import list_volumes_cached, load_volume_cached
 
 
+@st.cache_data(ttl=60, max_entries=16, show_spinner=False)
+def _volume_fits(root: str, family: str):
+    """The data root's volumes for a family, those that suit it first (core.volume_fit; cached a minute)."""
+    from core.models import get_spec
+    from core.volume_fit import order_for
+
+    return order_for(get_spec(family), list_volumes_cached(root))
+
+
 def pick_volume(spec, data_root: Path, key: str = "predict_volume"):
-    """A volume under the data root (loaded, cached), or None; warns when it does not suit the family."""
+    """A volume under the data root (loaded, cached), or None. The volumes that suit the family come
+    first; one of another modality is returned only once the user confirms running on it anyway."""
     try:
-        entries = list_volumes_cached(str(data_root)) if data_root.is_dir() else []
+        fits = _volume_fits(str(data_root), spec.name) if data_root.is_dir() else []
     except (SlicewiseError, OSError) as exc:
         st.error(f"Cannot list the volumes under {data_root}: {exc}")
         return None
-    if not entries:
+    if not fits:
         st.info(f"No volumes found under the data root {data_root}.")
         return None
-    names = {f"{e.name}  ·  {e.kind}": e.path for e in entries}
-    label = st.selectbox("Volume", list(names), key=key)
+    by_label = {f.label: f for f in fits}
+    made_for = f"made for {', '.join(spec.modalities)}: those volumes first" if spec.modalities else ""
+    label = st.selectbox("Volume", list(by_label), key=key, help=made_for or None)
+    picked = by_label[label]
     try:
-        volume = load_volume_cached(names[label])
+        volume = load_volume_cached(picked.entry.path)
     except SlicewiseError as exc:
         st.error(str(exc))
         return None
-    if not spec.suits(volume.modality):
-        st.warning(f"{label.split('  ·  ')[0]} is {volume.modality}; {spec.title} is made for "
-                   f"{', '.join(spec.modalities)}. Its predictions here mean little.")
-    return volume
+    return volume if confirmed_fit(spec, volume, display_name(picked.entry), key) else None
+
+
+def confirmed_fit(spec, volume, name: str, key: str = "predict_volume") -> bool:
+    """True when the volume suits the family, or the user ticked "run anyway" for this volume."""
+    from core.volume_fit import mismatch
+
+    problem = mismatch(spec, name, volume.modality)
+    if not problem:
+        return True
+    st.warning(problem, icon=":material/warning:")
+    return st.checkbox(f"Run {spec.title or spec.name} on this {volume.modality} volume anyway",
+                       key=f"{key}_anyway_{volume.volume_id}", value=False)
 
 
 def predict_stored(checkpoint: Path, item, runs_root: Path) -> None:

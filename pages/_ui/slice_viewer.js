@@ -226,11 +226,21 @@ function draw(s) {
   if (s.hover) readout(s);
 }
 
+// The height the canvas may take: the window below the stage's top (as laid out with the page scrolled
+// to the top), less the slider under it, so that image and slider are on screen without scrolling.
+function fitHeight(s) {
+  const view = window.innerHeight || 900;
+  let top = s.canvas.parentElement.getBoundingClientRect().top;
+  for (let e = s.root.getRootNode().host; e; e = e.parentElement) top += e.scrollTop || 0;
+  const below = (s.slider.offsetHeight || 20) + 24;  // the slider and its margins, a little air
+  return Math.max(240, Math.min(view * 0.9, view - top - below));
+}
+
 function layout(s) {
   const [h, w] = planeSize(s);
   const avail = Math.max(160, s.root.clientWidth || s.maxWidth);
   const ratio = (h * s.aspect) / w;
-  const maxH = Math.max(240, (window.innerHeight || 900) * 0.75);
+  const maxH = fitHeight(s);
   const cssW = Math.min(avail, s.maxWidth, maxH / ratio);
   s.canvas.style.width = `${cssW}px`;
   s.canvas.style.height = `${cssW * ratio}px`;
@@ -404,6 +414,13 @@ function layerControls(s) {
   s.panel.hidden = !s.layers.length;
 }
 
+if (!REG.resizeBound) {  // once per page, however often this module is evaluated
+  REG.resizeBound = true;
+  window.addEventListener("resize", () => {  // a taller or narrower window: the canvas follows
+    for (const v of REG.viewers.values()) if (v.vol && v.root.isConnected && v.relayout) v.relayout();
+  });
+}
+
 function build(parentElement) {
   const q = (sel) => parentElement.querySelector(sel);
   const s = {
@@ -413,12 +430,16 @@ function build(parentElement) {
   };
   s.ctx = s.canvas.getContext("2d");
   s.schedule = () => schedule(s);
+  s.relayout = () => layout(s);
   bind(s);
   return s;
 }
 
 function configure(s, cfg) {
   const look = (REG.looks && REG.looks.get(cfg.volume)) || null;
+  if (s.vol && s.vol.id !== cfg.volume) {  // another volume: no readout of the last one's voxel
+    s.hover = null; s.pointer.textContent = ""; delete s.root.dataset.readout;
+  }
   s.vol = volumeOf(cfg.volume, cfg.shape);
   s.vol.keep = true;
   for (const v of REG.vols.values()) if (v !== s.vol) v.keep = false;

@@ -75,8 +75,9 @@ def test_train_page_refuses_bad_settings_before_starting(data_root):
 def test_train_page_says_why_a_data_set_cannot_work_before_starting(data_root):
     at = _app(TRAIN_PAGE)
     data = at.selectbox(key="train_data_lung_localizer")
-    assert data.value.label == "data root (its annotated slices)"
+    assert data.value.label == "annotated slices of the data root"
     assert "No lung boxes annotated yet" in "\n".join(e.value for e in at.error)
+    assert "Home → Create demo data" in "\n".join(e.value for e in at.error)  # where a trainable set is
     [start] = [b for b in at.button if b.label == "Start training"]
     assert start.disabled
 
@@ -181,7 +182,7 @@ def test_predict_page_reviews_a_trained_checkpoint(data_root, tmp_path):
     assert metrics["Predicted slices"] == "4/4" and metrics["Reference"] == "annotated"
     assert 0.0 <= float(metrics["Mean IoU"]) <= 1.0
     queue = at.dataframe[0].value
-    assert sorted(queue["slice"]) == [1, 2] and list(queue["IoU"]) == sorted(queue["IoU"])
+    assert sorted(queue["slice"]) == [2, 3] and list(queue["IoU"]) == sorted(queue["IoU"])
     [image] = at.get("image")
     assert "IoU" in image.proto.imgs[0].caption
     [download] = at.get("download_button")
@@ -277,3 +278,50 @@ def test_train_page_start_follow_cancel(page, tmp_path):
         assert json.loads((job.dir / "status.json").read_text())["cancel_requested"] is True
         page.get_by_role("button", name="Resume").wait_for()
         expect(page.get_by_text("Started job")).to_have_count(0)  # the banner went with the job
+
+
+@pytest.mark.train
+def test_predict_page_lists_suiting_volumes_first_and_asks_before_another_modality(data_root, tmp_path):
+    """A lung localizer and a data root with a brain MRI (listed first by name) and a chest CT: the CT
+    comes first; picking the MRI warns and runs nothing until "run anyway" is ticked."""
+    import nibabel as nib
+
+    from core import predictions
+    from core.io import load_volume
+    from core.io.writers import write_dicom_series
+
+    brain = data_root / "a_brats" / "P1"
+    brain.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).uniform(0, 900, (32, 32, 6)).astype(np.float32),
+                             np.eye(4)), brain / "P1_flair.nii.gz")
+    hu = np.full((4, 32, 32), -1000, np.int16)
+    hu[:, 4:28, 4:28] = 40
+    write_dicom_series(hu, data_root / "z_ct" / "case1", spacing=(2.0, 1.0, 1.0))
+    run = data_root.parent / "runs" / "manual-run"
+    overrides = [f"--set={k}={jobs.format_setting(v)}" for k, v in {**TINY, "max_epochs": 1}.items()]
+    subprocess.run([sys.executable, "-m", "core", "train", "--family", "lung_localizer", "--data",
+                    str(write_tiny_prepared(tmp_path / "prepared")), "--out", str(run), *overrides],
+                   cwd=REPO, check=True, capture_output=True)
+    runs_root = data_root.parent / "runs"
+    mri = load_volume(brain / "P1_flair.nii.gz").volume_id
+
+    at = _app(PREDICT_PAGE)
+    volumes = at.selectbox(key="predict_volume")
+    assert volumes.options[0] == "z_ct/case1  ·  DICOM series  ·  CT"
+    assert volumes.options[-1] == "a_brats/P1/P1_flair.nii.gz  ·  NIfTI  ·  MR  ·  not for this model"
+    assert not at.warning and [b.label for b in at.button] == ["Predict boxes for every slice"]
+
+    volumes.set_value(volumes.options[-1]).run()
+    assert not at.exception
+    [warning] = at.warning
+    assert "is MR, but Lung localizer" in warning.value and "made for CT" in warning.value
+    assert not at.button  # nothing to run yet
+    assert predictions.list_prediction_sets(mri, runs_root) == []
+
+    [anyway] = at.checkbox
+    assert anyway.label.startswith("Run Lung localizer") and anyway.label.endswith("on this MR volume anyway")
+    anyway.check().run()
+    [run_button] = at.button
+    run_button.click().run(timeout=120)
+    assert not at.exception, at.exception
+    assert len(predictions.list_prediction_sets(mri, runs_root)) == 1  # run once confirmed
