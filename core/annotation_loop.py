@@ -118,8 +118,20 @@ def loop_settings(preset: str = "quick", include_proposals: bool = False,
 
 
 def _write_snapshot(rows: list[Mapping], path: Path) -> None:
-    """The rows, each with its own annotator, as a lung_bbox.csv."""
-    BoxStore(path).upsert_many(rows, annotator="snapshot")
+    """The rows as they are (annotator and time included), in the lung_bbox.csv format."""
+    import csv
+    import io
+
+    from core.annotations import COLUMNS, COORDS, DECIMALS
+    from core.atomic import atomic_write_text
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in sorted(rows, key=lambda r: (str(r["Volume"]), int(r["Slice"]))):
+        writer.writerow([row["Image"], *(f"{float(row[c]):.{DECIMALS}f}" for c in COORDS), row["Volume"],
+                         int(row["Slice"]), row["Annotator"], row["Updated"]])
+    atomic_write_text(path, buffer.getvalue())
 
 
 def start_training(data_root: Path | str, runs_root: Path | str, annotations_csv: Path | str, *,
@@ -128,8 +140,8 @@ def start_training(data_root: Path | str, runs_root: Path | str, annotations_csv
     """Start a background job training the lung localizer on the data root's current annotations
     (a snapshot taken now) with `preset` (+ `settings` on top); returns the job id.
 
-    Proposals are left out unless `include_proposals` (passed on as the family's setting where the
-    spec has it; otherwise the snapshot holds only the boxes to train on). Raises LoopError when
+    Proposals are left out of the snapshot unless `include_proposals` (also passed on as the
+    family's setting where the spec has it). Raises LoopError when
     no confirmed box of a CT volume under the data root exists, JobError for bad settings.
     """
     from core.jobs import check_settings, resolve_device, submit_command, train_command
@@ -153,7 +165,7 @@ def start_training(data_root: Path | str, runs_root: Path | str, annotations_csv
         full["device"] = resolved
     job_settings = changed_settings(spec.defaults, full)
     rows, _ = _rows_under(BoxStore(annotations_csv).rows(), data_root)
-    if not _spec_knows("include_proposals") and not include_proposals:
+    if not include_proposals:  # left out here too, whether or not the trainer knows the setting
         rows = [r for r in rows if not is_proposal(r)]
     meta = {"family": FAMILY, "data": str(data_root), "settings": job_settings, "origin": LOOP_ORIGIN,
             "annotations_source": str(Path(annotations_csv).resolve()), "preset": preset,

@@ -96,8 +96,9 @@ def test_train_on_these_boxes_runs_a_job_on_the_confirmed_boxes(trained):
     # only the confirmed boxes were prepared: the rule's proposals of patient 1 were left out
     prepared = (runs / job_id / "prepared" / "boxes.csv").read_text().splitlines()[1:]
     assert len(prepared) <= n_confirmed and all(trained["volumes"][0].volume_id in r for r in prepared)
-    if "include_proposals" not in desc["settings"]:
-        assert not any(is_proposal(r) for r in BoxStore(snapshot).rows())
+    snapshot_rows = BoxStore(snapshot).rows()
+    assert len(snapshot_rows) == n_confirmed and not any(is_proposal(r) for r in snapshot_rows)
+    assert sorted(p.name for p in (runs / job_id).glob("annotations*")) == [loop.SNAPSHOT_NAME]
     latest = loop.latest_loop_run(runs)
     assert latest is not None and latest.path == runs / job_id and latest.origin == "annotate"
     assert latest.label.startswith(f"{job_id} · val_iou ") and latest.annotator == f"model:{job_id}"
