@@ -22,8 +22,8 @@
     it also ranks slices without lungs first (the rule finds none, the model still gives a box).
 
 Predictors are loaded through `core.infer.load_predictor` and kept in a small LRU per run and
-checkpoint mtime; whole-volume predictions are kept per (run, volume) so that proposing and
-ordering the same volume does not predict it twice.
+checkpoint mtime; whole-volume predictions and uncertainty scores are kept per (run, volume) so
+that proposing, ordering and re-ordering the same volume does not predict it again.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from core.volume import Volume
 FAMILY = "lung_localizer"
 MIN_BOX_SIDE = 0.01  # a predicted box narrower or lower than this share of the slice is no box
 TTA_SHIFT = 0.06  # share of the field the TTA shifts move the image by
+FEW_SLICES = 8  # up to this many slices are predicted alone; more: the whole volume, kept
 METHODS = ("tta", "rule")
 _LIVE_STATES = ("SUBMITTED", "QUEUED", "RUNNING")
 _PREDICTORS_MAX = 4
@@ -218,21 +219,23 @@ def _sub_volume(volume: Volume, slices: Sequence[int], array: np.ndarray | None 
 
 
 def _predict(run: LungRun, volume: Volume, slices: Sequence[int]) -> np.ndarray:
-    """(len(slices), 4) boxes as fractions; whole-volume predictions are cached per run and volume."""
+    """(len(slices), 4) boxes as fractions. Asked for more than a few slices, the whole volume is
+    predicted once and kept per run and volume; a few slices (one slice's proposal) alone."""
+    slices = list(slices)
     key = (*_run_key(run), volume.volume_id, tuple(volume.shape))
     with _LOCK:
         cached = _BOXES.get(key)
     if cached is not None:
-        return cached[list(slices)]
-    predictor = predictor_for(run)
-    if len(slices) == volume.shape[0] and list(slices) == list(range(volume.shape[0])):
-        boxes = np.asarray(predictor.predict(volume).boxes, dtype=np.float64)
-        with _LOCK:
-            _lru_put(_BOXES, key, boxes, _BOXES_MAX)
-        return boxes
+        return cached[slices]
     if not slices:
         return np.zeros((0, 4))
-    return np.asarray(predictor.predict(_sub_volume(volume, slices)).boxes, dtype=np.float64)
+    predictor = predictor_for(run)
+    if len(slices) <= FEW_SLICES:
+        return np.asarray(predictor.predict(_sub_volume(volume, slices)).boxes, dtype=np.float64)
+    boxes = np.asarray(predictor.predict(volume).boxes, dtype=np.float64)
+    with _LOCK:
+        _lru_put(_BOXES, key, boxes, _BOXES_MAX)
+    return boxes[slices]
 
 
 def usable_box(values: Iterable[float] | None) -> Box | None:
@@ -387,16 +390,27 @@ def rule_scores(volume: Volume, run: LungRun | Path | str, slices: Sequence[int]
 
 SCORERS: dict[str, Callable[[Volume, Any, Sequence[int]], dict[int, float]]] = {
     "tta": tta_scores, "rule": rule_scores}
+_SCORES: OrderedDict[tuple, dict[int, float]] = OrderedDict()  # per run, volume and method
 
 
 def uncertainty_order(volume: Volume, run: LungRun | Path | str, annotated_slices: Iterable[int],
                       method: str = "tta") -> list[tuple[int, float]]:
     """[(z, score)] of the slices not in `annotated_slices` (pass the slices holding a person's box:
     `core.annotation_review.confirmed_slices`), most uncertain first (ties: lower z first).
-    `method`: "tta" or "rule" (module docstring)."""
+    `method`: "tta" or "rule" (module docstring). Scores are kept per run, volume and method: after
+    the first call (one to four predictions of the slices), confirming slices and asking again
+    costs nothing."""
     if method not in SCORERS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    run = _as_run(run)
     done = {int(z) for z in annotated_slices}
     todo = [z for z in range(volume.shape[0]) if z not in done]
-    scores = SCORERS[method](volume, _as_run(run), todo)
-    return sorted(((z, float(s)) for z, s in scores.items()), key=lambda item: (-item[1], item[0]))
+    key = (*_run_key(run), volume.volume_id, tuple(volume.shape), method)
+    with _LOCK:
+        known = dict(_SCORES.get(key, {}))
+    missing = [z for z in todo if z not in known]
+    if missing:
+        known.update(SCORERS[method](volume, run, missing))
+        with _LOCK:
+            _lru_put(_SCORES, key, known, _BOXES_MAX)
+    return sorted(((z, float(known[z])) for z in todo), key=lambda item: (-item[1], item[0]))

@@ -168,6 +168,8 @@ def test_uncertainty_order_lists_only_unannotated_slices_most_uncertain_first(tr
         assert sorted(zs) == sorted(set(range(unseen.shape[0])) - annotated)
         assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
         print(f"\n{method}: {seconds:.2f} s for {len(zs)} slices; top {order[:3]}")
+        more = mp.uncertainty_order(unseen, run, annotated | {zs[0]}, method=method)  # kept: no prediction
+        assert more == [item for item in order if item[0] != zs[0]]
     rule = dict(mp.uncertainty_order(unseen, run, annotated, method="rule"))
     no_lung = [z for z in rule if z not in mp.rule_boxes(unseen)]
     assert all(rule[z] == 1.0 for z in no_lung)  # the rule finds no lung there: most uncertain
