@@ -101,16 +101,38 @@ def _spec_knows(key: str) -> bool:
     return key in get_spec(FAMILY).defaults
 
 
+LOOP_MIN_STEPS = 30  # optimizer steps a loop job takes at least (see loop_settings)
+LOOP_MAX_EPOCHS = 60
+
+
+def loop_epochs(n_boxes: int, settings: Mapping[str, Any]) -> int:
+    """Epochs for `n_boxes` training boxes: the preset's, or more so that training takes at least
+    LOOP_MIN_STEPS optimizer steps (at most LOOP_MAX_EPOCHS).
+
+    A first patient gives a few dozen boxes: with the quick preset's batch of 16 that is one or two
+    steps per epoch, and 5 epochs teach the network nothing (on LIDC-IDRI-0001, 30 confirmed boxes:
+    5 epochs gave mean IoU 0.68 against the HU-rule boxes of the other slices, no better than the
+    constant mean box, 0.69; 25 epochs gave 0.81)."""
+    epochs = int(settings.get("max_epochs", 1))
+    n_train = max(1, round(n_boxes * (1.0 - float(settings.get("val_fraction", 0.2)))))
+    batch = max(1, int(settings.get("batch_size", 1)))
+    steps_per_epoch = max(1, n_train // batch)
+    return max(epochs, min(LOOP_MAX_EPOCHS, -(-LOOP_MIN_STEPS // steps_per_epoch)))
+
+
 def loop_settings(preset: str = "quick", include_proposals: bool = False,
-                  overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The settings a loop job runs with: the preset, then `overrides`; `include_proposals` only
-    where the family's spec has that setting."""
+                  overrides: Mapping[str, Any] | None = None, n_boxes: int | None = None) -> dict[str, Any]:
+    """The settings a loop job runs with: the preset, its epochs raised for few boxes
+    (`loop_epochs`, when `n_boxes` is given), then `overrides`; `include_proposals` only where the
+    family's spec has that setting."""
     from core.models import get_spec
 
     try:
         settings = get_spec(FAMILY).preset_settings(preset)
     except KeyError as exc:
         raise LoopError(str(exc.args[0])) from None
+    if n_boxes is not None:
+        settings["max_epochs"] = loop_epochs(n_boxes, settings)
     settings.update(overrides or {})
     if _spec_knows("include_proposals"):
         settings["include_proposals"] = bool(include_proposals)
@@ -138,7 +160,8 @@ def start_training(data_root: Path | str, runs_root: Path | str, annotations_csv
                    preset: str = "quick", include_proposals: bool = False,
                    settings: Mapping[str, Any] | None = None, device: str = "auto") -> str:
     """Start a background job training the lung localizer on the data root's current annotations
-    (a snapshot taken now) with `preset` (+ `settings` on top); returns the job id.
+    (a snapshot taken now) with `preset` (epochs raised for few boxes: `loop_epochs`) and
+    `settings` on top; returns the job id.
 
     Proposals are left out of the snapshot unless `include_proposals` (also passed on as the
     family's setting where the spec has it). Raises LoopError when
@@ -158,7 +181,7 @@ def start_training(data_root: Path | str, runs_root: Path | str, annotations_csv
             f"{annotations_csv}: no confirmed lung box of a CT volume under {data_root}{where}; "
             "draw boxes or confirm proposals first (unconfirmed proposals are not trained on)")
     spec = get_spec(FAMILY)
-    full = loop_settings(preset, include_proposals, settings)
+    full = loop_settings(preset, include_proposals, settings, n_boxes=found.used)
     check_settings(FAMILY, full)
     resolved = resolve_device(device)
     if "device" in spec.defaults:
@@ -190,7 +213,8 @@ def start_training(data_root: Path | str, runs_root: Path | str, annotations_csv
 def loop_status(runs_root: Path | str, job_id: str) -> dict[str, Any]:
     """Where a loop job stands, for the page to poll:
 
-    {"job", "state" (SUBMITTED/QUEUED/RUNNING/DONE/ERROR/STOPPED), "final", "epoch", "max_epochs",
+    {"job", "state" (SUBMITTED/QUEUED/RUNNING/DONE/ERROR/STOPPED), "final", "epoch" (the epoch in
+     progress, from 1; None before the trainer's first report), "max_epochs",
      "fraction" (None before the first epoch report), "metric" (latest val_iou or None),
      "run" (the run folder once DONE with a checkpoint, else None), "error" (text, "" unless it
      failed), "text" (one line for the page)}.
@@ -217,8 +241,7 @@ def loop_status(runs_root: Path | str, job_id: str) -> dict[str, Any]:
     waiting = {jobs.SUBMITTED: "Starting training…", jobs.QUEUED: "Waiting for another training job to end…"}
     text = waiting.get(job.state, "")
     if job.state == jobs.RUNNING:
-        text = "Training" + (f": epoch {epoch + 1 if epoch is not None else 1} of {max_epochs}"
-                             if max_epochs else "…")
+        text = "Training" + (f": epoch {epoch or 1} of {max_epochs}" if max_epochs else "…")
         text += f" · val_iou {metric:.2f}" if metric is not None else ""
     elif job.state == jobs.DONE:
         text = (f"Trained: {run.label}" if run is not None else error)

@@ -242,3 +242,34 @@ def test_training_refuses_without_confirmed_boxes(data_root, tmp_path):
                             "not used")
     assert loop.training_set(store.path, data_root, include_proposals=True).used == 1 + found.proposed
     assert review.confirmed_slices(volume_boxes(store, volume)) == {z}
+
+
+def test_few_boxes_get_enough_optimizer_steps():
+    quick = {"max_epochs": 5, "batch_size": 16, "val_fraction": 0.2}
+    assert loop.loop_epochs(30, quick) == loop.LOOP_MIN_STEPS  # 24 train boxes: one step per epoch
+    assert loop.loop_epochs(100, quick) == 6  # 80 boxes: 5 steps per epoch
+    assert loop.loop_epochs(2000, quick) == 5  # plenty: the preset's epochs
+    assert loop.loop_epochs(1, {**quick, "batch_size": 1}) == loop.LOOP_MIN_STEPS
+    assert loop.loop_epochs(1, {"max_epochs": 1, "batch_size": 1, "val_fraction": 0.0}) == 30
+    assert loop.loop_epochs(0, {**quick, "max_epochs": 1}) == loop.LOOP_MIN_STEPS
+    settings = loop.loop_settings("quick", n_boxes=30, overrides={"image_size": 64})
+    assert settings["max_epochs"] >= 5 and settings["image_size"] == 64
+    assert loop.loop_settings("quick", n_boxes=30, overrides={"max_epochs": 2})["max_epochs"] == 2
+    with pytest.raises(loop.LoopError, match="unknown preset"):
+        loop.loop_settings("no-such-preset")
+
+
+def test_a_failed_loop_job_says_why(data_root, tmp_path, monkeypatch):
+    monkeypatch.delenv("SLICEWISE_CPU_JOBS", raising=False)
+    ph = chest_ct_phantom((8, 32, 32), SPACING, seed=5)
+    folder = data_root / "ct" / "gone"
+    write_dicom_series(np.round(ph.hu).astype(np.int16), folder, spacing=SPACING)
+    volume = load_volume(folder)
+    store = BoxStore(tmp_path / "annotations" / "lung_bbox.csv")
+    store.upsert_many(_truth_rows(volume, ph.boxes), annotator="dr_a")
+    job_id = loop.start_training(data_root, tmp_path / "runs", store.path, settings=TINY)
+    shutil.rmtree(folder)  # the series goes before the job prepares it
+    status = _wait(tmp_path / "runs", job_id, timeout=120)
+    assert status["state"] == jobs.ERROR and status["run"] is None
+    assert "no training slice could be prepared" in status["error"]
+    assert status["text"].startswith("Training error: ") and loop.latest_loop_run(tmp_path / "runs") is None
