@@ -246,12 +246,12 @@ def test_training_refuses_without_confirmed_boxes(data_root, tmp_path):
 
 def test_few_boxes_get_enough_optimizer_steps():
     quick = {"max_epochs": 5, "batch_size": 16, "val_fraction": 0.2}
-    assert loop.loop_epochs(30, quick) == loop.LOOP_MIN_STEPS  # 24 train boxes: one step per epoch
-    assert loop.loop_epochs(100, quick) == 6  # 80 boxes: 5 steps per epoch
-    assert loop.loop_epochs(2000, quick) == 5  # plenty: the preset's epochs
-    assert loop.loop_epochs(1, {**quick, "batch_size": 1}) == loop.LOOP_MIN_STEPS
-    assert loop.loop_epochs(1, {"max_epochs": 1, "batch_size": 1, "val_fraction": 0.0}) == 30
-    assert loop.loop_epochs(0, {**quick, "max_epochs": 1}) == loop.LOOP_MIN_STEPS
+    steps = loop.LOOP_MIN_STEPS
+    assert loop.loop_epochs(30, quick) == min(steps, loop.LOOP_MAX_EPOCHS)  # 24 boxes: 1 step per epoch
+    assert loop.loop_epochs(100, quick) == -(-steps // 5)  # 80 train boxes: 5 steps per epoch
+    assert loop.loop_epochs(5000, quick) == 5  # plenty: the preset's epochs
+    assert loop.loop_epochs(40, {"max_epochs": 1, "batch_size": 1, "val_fraction": 0.0}) == -(-steps // 40)
+    assert loop.loop_epochs(0, {**quick, "max_epochs": 1}) == min(steps, loop.LOOP_MAX_EPOCHS)
     settings = loop.loop_settings("quick", n_boxes=30, overrides={"image_size": 64})
     assert settings["max_epochs"] >= 5 and settings["image_size"] == 64
     assert loop.loop_settings("quick", n_boxes=30, overrides={"max_epochs": 2})["max_epochs"] == 2
