@@ -165,9 +165,8 @@ def start_training(data_root: Path | str, runs_root: Path | str, annotations_csv
                    preset: str = "quick", include_proposals: bool = False,
                    settings: Mapping[str, Any] | None = None, device: str = "auto") -> str:
     """Start a background job training the lung localizer on the data root's current annotations
-    (a snapshot taken now) with `preset` (smaller batches and more epochs for few
-    boxes: `loop_schedule`) and
-    `settings` on top; returns the job id.
+    (a snapshot taken now) with `preset` (smaller batches and more epochs for few boxes:
+    `loop_schedule`) and `settings` on top; returns the job id.
 
     Proposals are left out of the snapshot unless `include_proposals` (also passed on as the
     family's setting where the spec has it). Raises LoopError when
