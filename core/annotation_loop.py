@@ -101,34 +101,31 @@ def _spec_knows(key: str) -> bool:
     return key in get_spec(FAMILY).defaults
 
 
-LOOP_MIN_STEPS = 60  # optimizer steps a loop job takes at least (see loop_schedule)
+LOOP_MIN_STEPS = 60  # optimizer steps a loop job takes at least (see loop_epochs)
 LOOP_MAX_EPOCHS = 60
-LOOP_MIN_BATCH = 4
-LOOP_STEPS_PER_EPOCH = 3  # few boxes: smaller batches, so that epochs (validation, checkpoints) are fewer
 
 
-def loop_schedule(n_boxes: int, settings: Mapping[str, Any]) -> tuple[int, int]:
-    """(batch_size, max_epochs) for `n_boxes` training boxes: the preset's, or a smaller batch (at
-    least LOOP_MIN_BATCH, for LOOP_STEPS_PER_EPOCH steps per epoch) and more epochs, so that
-    training takes at least LOOP_MIN_STEPS optimizer steps (at most LOOP_MAX_EPOCHS epochs).
+def loop_epochs(n_boxes: int, settings: Mapping[str, Any]) -> int:
+    """Epochs for `n_boxes` training boxes: the preset's, or more so that training takes at least
+    LOOP_MIN_STEPS optimizer steps (at most LOOP_MAX_EPOCHS); the batch size stays the preset's.
 
     A first patient gives a few dozen boxes: with the quick preset's batch of 16 that is one to
     three steps per epoch, and 5 epochs teach the network nothing. On LIDC-IDRI-0001 (mean IoU
-    against the HU-rule boxes of the slices not trained on, lungs wider than 0.3 of the image):
-    30 confirmed boxes, 5 steps 0.68 (the constant mean box: 0.69), 25-60 steps 0.81; 60 boxes,
-    30 steps 0.63, 60 steps 0.71 (mean box 0.66)."""
+    against the HU-rule boxes of the slices not trained on, lungs wider than 0.3 of the image;
+    one run each, from scratch): 30 confirmed boxes, batch 16: 5 steps 0.68 (the constant mean
+    box: 0.69), 25 steps 0.81, 60 steps 0.81; batch 8, 60 steps: 0.66. 60 boxes, batch 16: 30
+    steps 0.63, 60 steps 0.71 (mean box 0.66)."""
     epochs = int(settings.get("max_epochs", 1))
     n_train = max(1, round(n_boxes * (1.0 - float(settings.get("val_fraction", 0.2)))))
     batch = max(1, int(settings.get("batch_size", 1)))
-    batch = min(batch, max(LOOP_MIN_BATCH, n_train // LOOP_STEPS_PER_EPOCH))
     steps_per_epoch = max(1, n_train // batch)
-    return batch, max(epochs, min(LOOP_MAX_EPOCHS, -(-LOOP_MIN_STEPS // steps_per_epoch)))
+    return max(epochs, min(LOOP_MAX_EPOCHS, -(-LOOP_MIN_STEPS // steps_per_epoch)))
 
 
 def loop_settings(preset: str = "quick", include_proposals: bool = False,
                   overrides: Mapping[str, Any] | None = None, n_boxes: int | None = None) -> dict[str, Any]:
-    """The settings a loop job runs with: the preset, its batch and epochs fitted to few boxes
-    (`loop_schedule`, when `n_boxes` is given), then `overrides`; `include_proposals` only where the
+    """The settings a loop job runs with: the preset, its epochs raised for few boxes
+    (`loop_epochs`, when `n_boxes` is given), then `overrides`; `include_proposals` only where the
     family's spec has that setting."""
     from core.models import get_spec
 
@@ -137,7 +134,7 @@ def loop_settings(preset: str = "quick", include_proposals: bool = False,
     except KeyError as exc:
         raise LoopError(str(exc.args[0])) from None
     if n_boxes is not None:
-        settings["batch_size"], settings["max_epochs"] = loop_schedule(n_boxes, settings)
+        settings["max_epochs"] = loop_epochs(n_boxes, settings)
     settings.update(overrides or {})
     if _spec_knows("include_proposals"):
         settings["include_proposals"] = bool(include_proposals)
@@ -165,8 +162,8 @@ def start_training(data_root: Path | str, runs_root: Path | str, annotations_csv
                    preset: str = "quick", include_proposals: bool = False,
                    settings: Mapping[str, Any] | None = None, device: str = "auto") -> str:
     """Start a background job training the lung localizer on the data root's current annotations
-    (a snapshot taken now) with `preset` (smaller batches and more epochs for few boxes:
-    `loop_schedule`) and `settings` on top; returns the job id.
+    (a snapshot taken now) with `preset` (more epochs for few boxes: `loop_epochs`) and
+    `settings` on top; returns the job id.
 
     Proposals are left out of the snapshot unless `include_proposals` (also passed on as the
     family's setting where the spec has it). Raises LoopError when

@@ -244,14 +244,14 @@ def test_training_refuses_without_confirmed_boxes(data_root, tmp_path):
     assert review.confirmed_slices(volume_boxes(store, volume)) == {z}
 
 
-def test_few_boxes_get_smaller_batches_and_enough_optimizer_steps():
+def test_few_boxes_get_enough_optimizer_steps():
     quick = {"max_epochs": 5, "batch_size": 16, "val_fraction": 0.2}
     steps = loop.LOOP_MIN_STEPS
-    assert loop.loop_schedule(30, quick) == (8, -(-steps // 3))  # 24 train boxes: batches of 8
-    assert loop.loop_schedule(10, quick) == (4, -(-steps // 2))  # 8 train boxes: the smallest batch
-    assert loop.loop_schedule(100, quick) == (16, -(-steps // 5))  # 80 train boxes: 5 steps per epoch
-    assert loop.loop_schedule(5000, quick) == (16, 5)  # plenty: the preset's
-    assert loop.loop_schedule(0, quick) == (4, min(steps, loop.LOOP_MAX_EPOCHS))
+    assert loop.loop_epochs(30, quick) == min(steps, loop.LOOP_MAX_EPOCHS)  # 24 boxes: 1 step per epoch
+    assert loop.loop_epochs(100, quick) == -(-steps // 5)  # 80 train boxes: 5 steps per epoch
+    assert loop.loop_epochs(5000, quick) == 5  # plenty: the preset's epochs
+    assert loop.loop_epochs(40, {"max_epochs": 1, "batch_size": 1, "val_fraction": 0.0}) == -(-steps // 40)
+    assert loop.loop_epochs(0, {**quick, "max_epochs": 1}) == min(steps, loop.LOOP_MAX_EPOCHS)
     settings = loop.loop_settings("quick", n_boxes=30, overrides={"image_size": 64})
     assert settings["max_epochs"] >= 5 and settings["image_size"] == 64
     assert loop.loop_settings("quick", n_boxes=30, overrides={"max_epochs": 2})["max_epochs"] == 2
