@@ -125,8 +125,8 @@ def loop_epochs(n_boxes: int, settings: Mapping[str, Any]) -> int:
 def loop_settings(preset: str = "quick", include_proposals: bool = False,
                   overrides: Mapping[str, Any] | None = None, n_boxes: int | None = None) -> dict[str, Any]:
     """The settings a loop job runs with: the preset, its epochs raised for few boxes
-    (`loop_epochs`, when `n_boxes` is given), then `overrides`; `include_proposals` only where the
-    family's spec has that setting."""
+    (`loop_epochs`, when `n_boxes` is given), one best checkpoint kept, then `overrides`;
+    `include_proposals` only where the family's spec has that setting."""
     from core.models import get_spec
 
     try:
@@ -135,6 +135,8 @@ def loop_settings(preset: str = "quick", include_proposals: bool = False,
         raise LoopError(str(exc.args[0])) from None
     if n_boxes is not None:
         settings["max_epochs"] = loop_epochs(n_boxes, settings)
+    if "save_top_k" in settings:
+        settings["save_top_k"] = 1  # proposals need the best checkpoint only (plus last.ckpt)
     settings.update(overrides or {})
     if _spec_knows("include_proposals"):
         settings["include_proposals"] = bool(include_proposals)

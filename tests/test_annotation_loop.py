@@ -93,6 +93,8 @@ def test_train_on_these_boxes_runs_a_job_on_the_confirmed_boxes(trained):
     snapshot = Path(desc["settings"]["annotations_csv"])
     assert snapshot == runs / job_id / loop.SNAPSHOT_NAME  # recorded, so that a resume finds it
     assert desc["settings"]["image_size"] == 64 and desc["settings"]["backbone"] == "resnet18"  # quick
+    kept = sorted(p.name for p in (runs / job_id / "checkpoints").glob("*.ckpt"))
+    assert len(kept) == 2 and "last.ckpt" in kept  # the best one and last.ckpt
     # only the confirmed boxes were prepared: the rule's proposals of patient 1 were left out
     prepared = (runs / job_id / "prepared" / "boxes.csv").read_text().splitlines()[1:]
     assert len(prepared) <= n_confirmed and all(trained["volumes"][0].volume_id in r for r in prepared)
@@ -253,7 +255,7 @@ def test_few_boxes_get_enough_optimizer_steps():
     assert loop.loop_epochs(40, {"max_epochs": 1, "batch_size": 1, "val_fraction": 0.0}) == -(-steps // 40)
     assert loop.loop_epochs(0, {**quick, "max_epochs": 1}) == min(steps, loop.LOOP_MAX_EPOCHS)
     settings = loop.loop_settings("quick", n_boxes=30, overrides={"image_size": 64})
-    assert settings["max_epochs"] >= 5 and settings["image_size"] == 64
+    assert settings["max_epochs"] >= 5 and settings["image_size"] == 64 and settings["save_top_k"] == 1
     assert loop.loop_settings("quick", n_boxes=30, overrides={"max_epochs": 2})["max_epochs"] == 2
     with pytest.raises(loop.LoopError, match="unknown preset"):
         loop.loop_settings("no-such-preset")
