@@ -198,7 +198,10 @@ def delete_box(store: BoxStore, volume: Volume, z: int, annotator: str) -> bool:
 
 
 def propose_for_slice(store: BoxStore, volume: Volume, z: int) -> Box | None:
-    """Propose and store (annotator "auto") a box for one CT slice; None when no lung is found."""
+    """Propose and store (annotator "auto") a box for one CT slice; None when no lung is found.
+
+    An explicit request for this slice: it replaces whatever box the slice holds (one undo step).
+    """
     box = propose_lung_box(volume.array[z])
     if box is not None:
         save_box(store, volume, z, box, AUTO_ANNOTATOR)
@@ -206,28 +209,51 @@ def propose_for_slice(store: BoxStore, volume: Volume, z: int) -> Box | None:
 
 
 def propose_for_volume(store: BoxStore, volume: Volume, *, overwrite: bool = False) -> int:
-    """Propose boxes for every slice (one undo step); slices that already have a box keep it unless
-    `overwrite`. Returns the number of boxes written."""
-    existing = set() if overwrite else set(volume_boxes(store, volume))
+    """Propose boxes for every slice (one undo step). A person's box is never replaced; a slice
+    holding a proposal (rule or model) keeps it unless `overwrite`. Returns the number written."""
+    stored = volume_boxes(store, volume)
+    keep = {z for z, row in stored.items() if not (overwrite and is_proposal(row))}
     proposed = propose_volume(volume)
     boxes = [{"Image": volume.slice_ids[z], "Xmin": b[0], "Ymin": b[1], "Xmax": b[2], "Ymax": b[3],
               "Volume": volume.volume_id, "Slice": z}
-             for z, b in sorted(proposed.items()) if z not in existing]
+             for z, b in sorted(proposed.items()) if z not in keep]
     return store.upsert_many(boxes, annotator=AUTO_ANNOTATOR) if boxes else 0
 
 
+MODEL_ANNOTATOR_PREFIX = "model:"  # a trained localizer's proposal: annotator `model:<run name>`
+RULE, MODEL = "rule", "model"
+
+
+def proposal_annotator(name: str | None) -> str | None:
+    """"rule" for the HU-rule annotator `auto`, "model" for `model:<run>`; None for a person's name."""
+    name = str(name or "").strip()
+    if name == AUTO_ANNOTATOR:
+        return RULE
+    if name.startswith(MODEL_ANNOTATOR_PREFIX):
+        return MODEL
+    return None
+
+
+def proposal_source(row: Mapping[str, Any] | None) -> str | None:
+    """Where an unconfirmed row came from: "rule" (HU rule), "model" (a trained localizer), or
+    None for a person's box (or no row)."""
+    return None if row is None else proposal_annotator(row.get("Annotator"))
+
+
 def is_proposal(row: Mapping[str, Any] | None) -> bool:
-    """A stored row that pre-annotation wrote and no person has confirmed or edited yet."""
-    return row is not None and row.get("Annotator") == AUTO_ANNOTATOR
+    """A stored row that pre-annotation wrote (the HU rule's `auto`, or a trained localizer's
+    `model:<run>`) and no person has confirmed or edited yet."""
+    return proposal_source(row) is not None
 
 
 def confirm_proposal(store: BoxStore, volume: Volume, z: int, annotator: str) -> dict | None:
-    """Re-save the `auto` box of slice z unchanged under `annotator` (a person accepted it).
+    """Re-save the proposal (rule or model) of slice z unchanged under `annotator` (a person accepted it).
 
-    Returns the new row; None when the slice holds no proposal or the name is `auto` itself.
+    Returns the new row; None when the slice holds no proposal or the name is itself a proposal's
+    (`auto`, `model:...`) or empty.
     """
     row = store.get(volume.slice_ids[z])
-    if not is_proposal(row) or (annotator or "").strip() == AUTO_ANNOTATOR:
+    if not is_proposal(row) or not (annotator or "").strip() or proposal_annotator(annotator) is not None:
         return None
     return save_box(store, volume, z, row_box(row), annotator)
 

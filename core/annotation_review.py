@@ -1,9 +1,10 @@
 """What the Annotations (review) page decides, without Streamlit.
 
 - `review_rows(store)`: one `ReviewRow` per annotated slice with its annotator, time, status
-  (a person's box is "confirmed"; a row still by annotator `auto` is an "unconfirmed" proposal)
-  and, from the change log, the last `auto` proposal of that slice, so that the IoU between the
-  proposal and the box a person saved shows how good pre-annotation is.
+  (a person's box is "confirmed"; a row still by annotator `auto` (HU rule) or `model:<run>` (a
+  trained localizer) is an "unconfirmed" proposal) and, from the change log, the last proposal of
+  that slice, so that the IoU between the proposal and the box a person saved shows how good
+  pre-annotation is.
 - `filter_rows`, `iou_summary`: the page's filters and the headline numbers.
 - `root_slice_counts(root)`: slices per volume over a data root from headers only (DICOM
   headers, NIfTI/NRRD headers, 1 per PNG/JPEG), cached by path and mtime; `root_progress`.
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.annotate import AUTO_ANNOTATOR
+from core.annotate import is_proposal, proposal_annotator
 from core.annotations import COORDS, BoxStore
 from core.boxes import Box
 from core.errors import SlicewiseError, VolumeReadError
@@ -51,11 +52,16 @@ class ReviewRow:
     annotator: str
     updated: str
     box: Box
-    proposal: Box | None = None  # the last `auto` box this slice had, from the change log
+    proposal: Box | None = None  # the last proposal (rule or model) this slice had, from the change log
 
     @property
     def status(self) -> str:
-        return UNCONFIRMED if self.annotator == AUTO_ANNOTATOR else CONFIRMED
+        return UNCONFIRMED if proposal_annotator(self.annotator) else CONFIRMED
+
+    @property
+    def source(self) -> str | None:
+        """"rule" or "model" while unconfirmed; None for a person's box."""
+        return proposal_annotator(self.annotator)
 
     @property
     def iou(self) -> float | None:
@@ -70,11 +76,12 @@ def _box(row: Mapping) -> Box:
 
 
 def latest_proposals(history: Iterable[Mapping]) -> dict[str, Box]:
-    """{slice id: box} of the last change-log entry of each slice that wrote an `auto` row."""
+    """{slice id: box} of the last change-log entry of each slice that wrote a proposal (`auto` or
+    `model:<run>`)."""
     proposals: dict[str, Box] = {}
     for entry in history:
         new = entry.get("new")
-        if isinstance(new, Mapping) and new.get("Annotator") == AUTO_ANNOTATOR:
+        if isinstance(new, Mapping) and is_proposal(new):
             try:
                 proposals[str(entry.get("image"))] = _box(new)
             except (KeyError, TypeError, ValueError):
@@ -175,11 +182,12 @@ def _dicom_folder_counts(folder: Path) -> list[tuple[str, int]]:
     per_series: dict[str, int] = defaultdict(int)
     for path in dicom_files_in(folder):
         try:
-            ds = read_header(path, tags=("SeriesInstanceUID", "SOPInstanceUID", "NumberOfFrames", "Rows"))
+            ds = read_header(path, tags=("SeriesInstanceUID", "SOPInstanceUID", "NumberOfFrames", "Rows",
+                                         "Modality"))
         except VolumeReadError:
             continue  # not DICOM (or broken): the loader reports it when the series is opened
-        if "Rows" not in ds:
-            continue
+        if "Rows" not in ds or str(ds.get("Modality") or "CT").upper() != "CT":
+            continue  # no image, or not CT (an MR or X-ray series is no lung-box work)
         per_series[str(ds.get("SeriesInstanceUID") or folder.name)] += int(ds.get("NumberOfFrames") or 1)
     return sorted(per_series.items())
 
@@ -268,6 +276,9 @@ def lung_box_candidate(path: Path) -> bool:
 def root_slice_counts(root: str | Path) -> RootCounts:
     """Slices per volume id under `root` from headers only (no pixel data), cached per path and mtime.
 
+    Only lung-box work counts: CT volumes (DICOM series whose Modality is CT; NIfTI / NRRD files
+    that `lung_box_candidate` keeps by name), never X-rays, MR sequences or label files.
+
     Volume ids are the ones the loader gives (SeriesInstanceUID, or the path relative to the data
     root), so annotation rows match them.
     """
@@ -320,6 +331,110 @@ def root_progress(rows: Iterable[Mapping], counts: RootCounts) -> RootProgress:
             done[str(row["Volume"])].add(int(row["Slice"]))
     annotated = sum(len(s) for s in done.values())
     return RootProgress(annotated, counts.total, len(counts.slices), len(done), outside)
+
+
+# ------------------------------------------------------------------------------------ honest progress
+# Confirmed boxes (a person drew or accepted them) and proposals (HU rule `auto`, trained localizer
+# `model:<run>`) are counted apart: a proposal nobody looked at is not a done slice.
+
+
+@dataclass(frozen=True)
+class BoxCounts:
+    """Slices holding a confirmed box, an HU-rule proposal and a model proposal."""
+
+    confirmed: int = 0
+    rule: int = 0
+    model: int = 0
+
+    @property
+    def proposed(self) -> int:
+        return self.rule + self.model
+
+    @property
+    def boxed(self) -> int:
+        return self.confirmed + self.proposed
+
+
+def count_boxes(rows: Iterable[Mapping]) -> BoxCounts:
+    """BoxCounts of annotation rows (dicts with an `Annotator`)."""
+    sources = [proposal_annotator(r.get("Annotator")) for r in rows]
+    return BoxCounts(sources.count(None), sources.count("rule"), sources.count("model"))
+
+
+def confirmed_slices(rows_by_slice: Mapping[int, Mapping]) -> set[int]:
+    """The slices of {z: row} whose box a person drew or confirmed."""
+    return {int(z) for z, row in rows_by_slice.items() if not is_proposal(row)}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+@dataclass(frozen=True)
+class VolumeProgress:
+    """The Annotate page's progress for one volume at slice z (0-based; shown from 1)."""
+
+    z: int
+    n_slices: int
+    counts: BoxCounts
+
+    @property
+    def fraction(self) -> float:
+        """Confirmed share of the slices: only a person's boxes move the bar."""
+        return self.counts.confirmed / self.n_slices if self.n_slices else 0.0
+
+    @property
+    def boxed_fraction(self) -> float:
+        """Share of slices with any box (confirmed or proposed)."""
+        return self.counts.boxed / self.n_slices if self.n_slices else 0.0
+
+    def text(self) -> str:
+        """"Slice 12 of 41 · 9 confirmed · 25 proposed (unconfirmed)"."""
+        return (f"Slice {self.z + 1} of {self.n_slices} · {self.counts.confirmed} confirmed · "
+                f"{self.counts.proposed} proposed (unconfirmed)")
+
+
+def volume_progress(rows_by_slice: Mapping[int, Mapping], n_slices: int, z: int) -> VolumeProgress:
+    """Progress of one volume from {z: row} (`core.annotate.volume_boxes`); rows outside the volume's
+    slice range are not counted."""
+    rows = [row for k, row in rows_by_slice.items() if 0 <= int(k) < n_slices]
+    return VolumeProgress(int(z), int(n_slices), count_boxes(rows))
+
+
+@dataclass(frozen=True)
+class CtProgress:
+    """Confirmed and proposed slices over the CT volumes of a data root (`root_slice_counts`)."""
+
+    counts: BoxCounts
+    total: int
+    volumes: int
+    volumes_started: int  # volumes with at least one confirmed box
+    outside: int  # rows whose volume is not a CT volume under this data root
+
+    @property
+    def fraction(self) -> float:
+        return self.counts.confirmed / self.total if self.total else 0.0
+
+    def text(self) -> str:
+        """"CT volumes: 120 confirmed, 300 proposed of 3,946 slices in 12 volumes"."""
+        text = (f"CT volumes: {self.counts.confirmed:,} confirmed, {self.counts.proposed:,} proposed "
+                f"of {_plural(self.total, 'slice')} in {_plural(self.volumes, 'volume')}")
+        return text + (f"; {self.outside:,} box(es) for volumes not under it" if self.outside else "")
+
+
+def ct_progress(rows: Iterable[Mapping], counts: RootCounts) -> CtProgress:
+    """Distinct slices per volume (inside each volume's slice range) holding a confirmed box or a
+    proposal, over the CT slices of the data root."""
+    by_slice: dict[tuple[str, int], Mapping] = {}
+    outside = 0
+    for row in rows:
+        volume, n = str(row["Volume"]), counts.slices.get(str(row["Volume"]))
+        if n is None:
+            outside += 1
+        elif 0 <= int(row["Slice"]) < n:
+            by_slice[(volume, int(row["Slice"]))] = row
+    started = {volume for (volume, _), row in by_slice.items() if not is_proposal(row)}
+    return CtProgress(count_boxes(by_slice.values()), counts.total, len(counts.slices), len(started), outside)
 
 
 # -------------------------------------------------------------------------------------------- thumbnails

@@ -210,3 +210,80 @@ def test_lung_box_progress_counts_chest_volumes_only(tmp_path):
     assert not lung_box_candidate(tmp_path / "brats" / "BraTS_001" / "BraTS_001_seg.nii.gz")
     assert lung_box_candidate(tmp_path / "ct_nifti" / "CT-0" / "ct0_000.nii.gz")
     assert lung_box_candidate(tmp_path / "ct" / "chest_000")
+
+
+# ---------------------------------------------------------- proposals: rule and model, honest progress
+
+
+def test_proposals_come_from_the_rule_or_a_model_and_only_people_confirm(proposed):
+    store, volume, z = proposed
+    assert annotate.proposal_source({"Annotator": "auto"}) == "rule"
+    assert annotate.proposal_source({"Annotator": "model:20261130-0501-ab12"}) == "model"
+    assert annotate.proposal_source({"Annotator": "dr_a"}) is None and annotate.proposal_source(None) is None
+    assert not annotate.is_proposal({"Annotator": "modeller"})  # a person's name, not `model:`
+    k = z["auto"][0]
+    store.upsert(volume.slice_ids[k], 0.1, 0.1, 0.7, 0.6, volume=volume.volume_id, slice=k,
+                 annotator="model:run-1")
+    row = next(r for r in review.review_rows(store) if r.slice == k)
+    assert row.status == "unconfirmed" and row.source == "model" and row.proposal == (0.1, 0.1, 0.7, 0.6)
+    assert annotate.confirm_proposal(store, volume, k, "model:run-2") is None  # a model is no person
+    assert annotate.confirm_proposal(store, volume, k, " ") is None
+    saved = annotate.confirm_proposal(store, volume, k, "dr_c")
+    assert saved["Annotator"] == "dr_c" and annotate.row_box(saved) == (0.1, 0.1, 0.7, 0.6)
+    row = next(r for r in review.review_rows(store) if r.slice == k)
+    assert row.status == "confirmed" and row.source is None and row.iou == pytest.approx(1.0)
+
+
+def test_propose_for_volume_never_replaces_a_persons_box(proposed):
+    store, volume, z = proposed
+    before = {k: dict(r) for k, r in annotate.volume_boxes(store, volume).items()}
+    assert annotate.propose_for_volume(store, volume) == 0  # every lung slice has a box already
+    k = z["auto"][0]
+    store.upsert(volume.slice_ids[k], 0.1, 0.1, 0.2, 0.2, volume=volume.volume_id, slice=k,
+                 annotator="model:run-1")
+    written = annotate.propose_for_volume(store, volume, overwrite=True)
+    after = annotate.volume_boxes(store, volume)
+    assert written == len(z["auto"])  # only the proposals were proposed again
+    for person in (z["confirmed"], z["edited"], z["hand"]):
+        assert after[person]["Annotator"] == before[person]["Annotator"] != "auto"
+        assert annotate.row_box(after[person]) == annotate.row_box(before[person])
+    assert after[k]["Annotator"] == "auto" and annotate.row_box(after[k]) == annotate.row_box(before[k])
+
+
+def test_volume_progress_counts_confirmed_and_proposed_apart(proposed):
+    store, volume, z = proposed
+    k = z["auto"][0]
+    store.upsert(volume.slice_ids[k], 0.1, 0.1, 0.7, 0.6, volume=volume.volume_id, slice=k,
+                 annotator="model:run-1")
+    rows = annotate.volume_boxes(store, volume)
+    progress = review.volume_progress(rows, volume.shape[0], 3)
+    n_auto = len(z["auto"])
+    assert (progress.counts.confirmed, progress.counts.rule, progress.counts.model) == (3, n_auto - 1, 1)
+    assert progress.text() == f"Slice 4 of {volume.shape[0]} · 3 confirmed · {n_auto} proposed (unconfirmed)"
+    assert progress.fraction == pytest.approx(3 / volume.shape[0])
+    assert progress.boxed_fraction == pytest.approx((3 + n_auto) / volume.shape[0])
+    assert review.confirmed_slices(rows) == {z["confirmed"], z["edited"], z["hand"]}
+    assert review.volume_progress({}, 0, 0).fraction == 0.0
+    assert review.volume_progress({2: {"Annotator": "a"}, 9: {"Annotator": "a"}}, 5, 0).counts.confirmed == 1
+
+
+def test_ct_progress_over_the_root_counts_ct_volumes_only(data_root, proposed):
+    store, volume, z = proposed
+    # an MR DICOM series and a brain MRI NIfTI under the same root: not lung-box work
+    ph = chest_ct_phantom((6, 32, 32), (5.0, 2.8, 2.8), seed=3)
+    write_dicom_series(np.round(ph.hu).astype(np.int16), data_root / "mr" / "s1", spacing=(5.0, 2.8, 2.8),
+                       modality="MR")
+    write_nifti(np.zeros((7, 20, 24), np.float32), data_root / "brats" / "P1" / "P1_flair.nii.gz")
+    other = _series(data_root, "case1", seed=2, shape=(6, 32, 32))
+    store.upsert(other.slice_ids[0], 0.2, 0.2, 0.8, 0.8, volume="not-here", slice=0, annotator="dr_a")
+    counts = review.root_slice_counts(data_root)
+    assert counts.slices == {volume.volume_id: SHAPE[0], other.volume_id: 6}
+    progress = review.ct_progress(store.rows(), counts)
+    n_auto = len(z["auto"])
+    assert (progress.counts.confirmed, progress.counts.proposed) == (3, n_auto)
+    assert (progress.total, progress.volumes, progress.volumes_started, progress.outside) == (16, 2, 1, 1)
+    assert progress.text() == (f"CT volumes: 3 confirmed, {n_auto} proposed of 16 slices in 2 volumes; "
+                               "1 box(es) for volumes not under it")
+    assert progress.fraction == pytest.approx(3 / 16)
+    big = review.ct_progress([], review.RootCounts({f"v{i}": 3946 // 12 for i in range(12)}))
+    assert big.text().startswith("CT volumes: 0 confirmed, 0 proposed of 3,936 slices in 12 volumes")
