@@ -62,7 +62,7 @@ def parse_edit(item: Any) -> Edit | None:
         if isinstance(z, bool) or not isinstance(z, int | float) or int(z) != z or z < 0:
             return None
         x0, y0, x1, y1 = (float(v) for v in item["box"])
-        box = normalise_box(x0, y0, x1, y1)
+        box = normalise_box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
     except (KeyError, TypeError, ValueError, InvalidBoxError):
         return None
     if not seq or not volume or not image:
