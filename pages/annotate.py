@@ -35,8 +35,9 @@ CSS = """
 /* image first: less room above the page and at its sides */
 [data-testid="stMainBlockContainer"], .block-container { padding-top: 3.2rem; padding-bottom: 1rem;
   padding-left: 1.5rem; padding-right: 1.5rem; }
-.st-key-annotate_side [data-testid="stVerticalBlock"] { gap: 0.45rem; }
-.st-key-annotate_side h3 { padding: 0; }
+/* the controls scroll on their own beside the image, which stays where it is */
+.st-key-annotate_side { max-height: calc(100vh - 4.2rem); overflow-y: auto; overflow-x: hidden;
+  gap: 0.5rem; padding-right: 0.25rem; }
 </style>
 """
 
@@ -224,7 +225,8 @@ def _navigation(volume: Volume, annotated: dict[int, dict]) -> int:
                 help_text="Previous slice")
         _button("next", "Next ▶", on_click=_step, args=(1, n), disabled=z >= n - 1, help_text="Next slice")
         st.number_input("Slice", min_value=1, max_value=n, step=1, key=SHOWN_KEY, on_change=_typed_slice,
-                        width=120, help="counted from 1; the CSV's Slice column is the 0-based index")
+                        width=115, label_visibility="collapsed",
+                        help="Slice number, counted from 1; the CSV's Slice column is the 0-based index")
         _button("next_empty", "Next without a box", on_click=_go, args=(target if target is not None else z,),
                 disabled=target is None, help_text="The next slice that has no box")
     return z
@@ -292,7 +294,7 @@ def _window_controls(modality: str) -> str:
 
 def _header(windows: list[tuple[str, str]]) -> None:
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.markdown("#### Annotate lung boxes", width="content")
+        st.markdown("**Annotate lung boxes**", width="content")
         with st.popover("Keys", help="keyboard shortcuts (they work while the image has focus)"):
             st.markdown(annotate.keys_help(windows))
             st.caption("Drag on the image to draw the box (a new drag replaces it), inside it to move it, "
