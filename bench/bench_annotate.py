@@ -269,7 +269,7 @@ def _lost_old(browser, url: str, store: BoxStore, volume, drags: int) -> dict:
         nxt = page.locator(".st-key-annotate_next button").first.bounding_box()
         at = (nxt["x"] + nxt["width"] / 2, nxt["y"] + nxt["height"] / 2)
         stalls = 0
-        while len(drawn) < drags and stalls < 5:
+        while len(drawn) < drags and stalls < 20:
             try:  # the slice on screen, whichever it is: the old page may skip or stay
                 z = page.wait_for_function(OLD_READY_JS, polling="raf", timeout=20_000).json_value()["z"]
             except Exception:  # noqa: BLE001 - the page stalled: count what was saved
@@ -295,8 +295,11 @@ def _lost_old(browser, url: str, store: BoxStore, volume, drags: int) -> dict:
             page.mouse.click(*at)
             gaps.append(time.perf_counter() - t0)
             drawn[z] = box
-            page.wait_for_function(f"() => (({OLD_READY_JS})() || {{}}).z !== {z}", polling="raf",
-                                   timeout=20_000)
+            try:
+                page.wait_for_function(f"() => (({OLD_READY_JS})() || {{}}).z !== {z}", polling="raf",
+                                       timeout=20_000)
+            except Exception:  # noqa: BLE001 - Next did not take: the loop's top presses it again
+                stalls += 1
         rows = _wait_stable(store, volume.volume_id, len(drawn))
     finally:
         context.close()

@@ -7,6 +7,7 @@ the controls sit beside it, each with its key. A drawn box is saved to the slice
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +30,7 @@ CANVAS_KEY = "annotate_canvas"  # the one box canvas of the page; its state hold
 HANDLED_KEY = "annotate_handled"  # seqs of the canvas edits already stored (core.annotate.new_edits)
 WINDOW_KEY = "annotate_window_name"
 NOTICE_KEY = "annotate_notice"
+LOCK_KEY = "annotate_store_lock"
 
 CSS = """
 <style>
@@ -71,6 +73,19 @@ def _annotator() -> str:
 # ------------------------------------------------------------------------------ edits from the canvas
 
 
+def _lock() -> threading.RLock:
+    """One lock per browser session around every change to the store.
+
+    With Streamlit's fast reruns a new page run starts while the interrupted one is still inside
+    a long computation (e.g. proposing boxes for every slice), which then writes what it computed.
+    Holding this lock, a box drawn meanwhile is stored after those proposals, so it is never
+    overwritten by them."""
+    lock = st.session_state.get(LOCK_KEY)
+    if lock is None:
+        lock = st.session_state[LOCK_KEY] = threading.RLock()
+    return lock
+
+
 def _apply_edits() -> None:
     """Store every box drawn on the canvas that is not stored yet, each on the slice it was drawn on.
 
@@ -78,6 +93,11 @@ def _apply_edits() -> None:
     a box dragged just before a click is saved before the click acts, whatever order they arrive in.
     Nothing is written while the CSV is broken: those edits stay unacknowledged and are stored once
     it parses again."""
+    with _lock():
+        _store_edits()
+
+
+def _store_edits() -> None:
     handled = st.session_state.get(HANDLED_KEY, [])
     edits, seqs = annotate.new_edits(st.session_state.get(CANVAS_KEY), handled)
     if not seqs:
@@ -101,8 +121,9 @@ def _after_edits(action: Callable[..., None]) -> Callable[..., None]:
     """A button callback that first stores the boxes drawn before the click."""
 
     def run(*args) -> None:
-        _apply_edits()
-        action(*args)
+        with _lock():
+            _store_edits()
+            action(*args)
 
     return run
 
@@ -247,7 +268,8 @@ def _proposal_controls(store: BoxStore, volume: Volume, z: int, row: dict | None
     reviewed = {r.slice: r for r in annotation_review.review_rows(store, volume.volume_id)}
     notes = []
     if proposal:
-        notes.append("Proposed box (orange): confirm it, or draw over it and it becomes yours.")
+        source = "a model, cyan" if annotate.box_kind(row) == "model" else "the HU rule, orange"
+        notes.append(f"Proposed box ({source}): confirm it, or draw over it and it becomes yours.")
     elif z in reviewed and reviewed[z].iou is not None:
         notes.append(f"IoU proposal → final on this slice: {reviewed[z].iou:.3f}.")
     summary = annotation_review.iou_summary(reviewed.values())
@@ -271,7 +293,7 @@ def _edit_controls(store: BoxStore, volume: Volume, z: int, has_box: bool) -> No
         _button("redo", "Redo", disabled=not store.can_redo(), on_click=_redo, args=(store,),
                 help_text="Redo the last undone change")
     if propose_all:
-        with st.spinner("Proposing boxes…"):
+        with st.spinner("Proposing boxes…"), _lock():
             written = annotate.propose_for_volume(store, volume)
         st.session_state[NOTICE_KEY] = f"{written} box(es) proposed"
         _bump()
@@ -294,7 +316,7 @@ def _window_controls(modality: str) -> str:
 
 def _header(windows: list[tuple[str, str]]) -> None:
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.markdown("**Annotate lung boxes**", width="content")
+        st.markdown("##### Annotate lung boxes", width="content")
         with st.popover("Keys", help="keyboard shortcuts (they work while the image has focus)"):
             st.markdown(annotate.keys_help(windows))
             st.caption("Drag on the image to draw the box (a new drag replaces it), inside it to move it, "
@@ -307,7 +329,7 @@ def _progress(z: int, volume: Volume, annotated: dict[int, dict], store: BoxStor
     counts = _root_counts(str(data_root()))
     if counts.total:
         done = annotation_review.root_progress(store.rows(), counts)
-        st.caption(done.text())
+        st.progress(done.fraction, text=done.text())
 
 
 def _box_text(row: dict | None) -> None:
@@ -325,17 +347,18 @@ def main() -> None:
     st.markdown(CSS, unsafe_allow_html=True)
     _apply_edits()
     who = _annotator()
-    store = _store()
-    try:
-        store.check()
-    except SlicewiseError as exc:
-        st.error(f"{exc}\n\nFix or move the file; nothing is written to it until it parses again.")
-        return
     image_col, side = st.columns([5, 2], gap="medium")
     side = side.container(key="annotate_side")
     options, _ = render.window_choices("CT")
     with side:
         _header(annotate.window_keys(options))
+    store = _store()
+    try:
+        store.check()
+    except SlicewiseError as exc:
+        image_col.error(f"{exc}\n\nFix or move the file; nothing is written to it until it parses again.")
+        return
+    with side:
         path = _pick_volume(data_root())
     if path is None:
         return
