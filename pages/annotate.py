@@ -314,6 +314,16 @@ def _window_controls(modality: str) -> str:
     return current
 
 
+def _window(volume: Volume, name: str) -> tuple[float, float]:
+    """(center, width) of the named window; "auto" (percentiles of the whole volume) once per volume."""
+    cached = st.session_state.get("annotate_window_values")
+    if cached and cached[0] == (volume.volume_id, name):
+        return cached[1]
+    window = tuple(float(v) for v in render.resolve_window(name, volume.array))
+    st.session_state["annotate_window_values"] = ((volume.volume_id, name), window)
+    return window
+
+
 def _header(windows: list[tuple[str, str]]) -> None:
     with st.container(horizontal=True, vertical_alignment="center"):
         st.markdown("##### Annotate lung boxes", width="content")
@@ -384,7 +394,7 @@ def main() -> None:
     notice = st.session_state.pop(NOTICE_KEY, None)
     if notice:
         st.toast(notice)
-    window = render.resolve_window(window_name, volume.array)
+    window = _window(volume, window_name)
     acked = st.session_state.get(HANDLED_KEY, [])[-200:]
     with image_col:
         box_canvas(key=CANVAS_KEY, grey=render.window_to_uint8(volume.array[z], *window),
@@ -392,7 +402,7 @@ def main() -> None:
                    box=annotate.row_box(row), kind=annotate.box_kind(row), colours=annotate.BOX_COLOURS,
                    revision=st.session_state.get(REV_KEY, 0), acked=acked,
                    keys=annotate.extra_keys(), nav={"prev": "annotate_prev", "next": "annotate_next"},
-                   on_edits=_apply_edits)
+                   on_edits=_apply_edits, image_key=(volume.volume_id, z, window))
 
 
 main()

@@ -56,15 +56,29 @@ def png_data_url(grey: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _image_url(key: str, grey: np.ndarray, image_key: object) -> str:
+    """The PNG data URL of the slice, encoded once while the slice and its window stay the same (a page
+    run that changes only the box, e.g. a proposal or a confirm, sends the same string)."""
+    name = f"{key}__png"
+    cached = st.session_state.get(name)
+    if image_key is not None and cached and cached[0] == image_key:
+        return cached[1]
+    url = png_data_url(grey)
+    st.session_state[name] = (image_key, url)
+    return url
+
+
 def box_canvas(*, key: str, grey: np.ndarray, volume_id: str, z: int, n_slices: int, image_id: str,
                box: Sequence[float] | None, kind: str | None, colours: Mapping[str, str], revision: int,
                acked: Sequence[str], keys: Mapping[str, str], nav: Mapping[str, str],
-               on_edits: Callable[[], None]) -> None:
+               on_edits: Callable[[], None], image_key: object = None) -> None:
     """Mount the canvas for slice z (0-based) of a volume. Edits come back through session state
-    (`st.session_state[key]["edits"]`); `on_edits` runs first thing in the page run that brings one."""
+    (`st.session_state[key]["edits"]`); `on_edits` runs first thing in the page run that brings one.
+    `image_key` (hashable) names what `grey` shows, e.g. (volume, slice, window): the same key reuses
+    the encoded image."""
     height, width = (int(v) for v in grey.shape[:2])
     data = {
-        "src": png_data_url(grey), "width": width, "height": height, "volume": str(volume_id),
+        "src": _image_url(key, grey, image_key), "width": width, "height": height, "volume": str(volume_id),
         "slice": int(z), "n": int(n_slices), "image_id": str(image_id),
         "box": [float(v) for v in box] if box is not None else None, "kind": kind or "person",
         "colours": dict(colours), "rev": int(revision), "acked": list(acked), "keys": dict(keys),
