@@ -1,13 +1,17 @@
-"""What the Annotate page decides, without Streamlit: canvas geometry, canvas drawing <-> box,
-what a canvas change means for the store, slice navigation and progress.
+"""What the Annotate page decides, without Streamlit: what the box canvas's edits mean for the store,
+which of them are new, the page's keys, slice navigation and progress.
 
-The canvas shows the slice stretched to `canvas_size`; a box is stored as fractions of the slice
-width / height, so canvas pixels divide by the canvas size, whatever the image size.
+The box canvas (pages/_ui/box_canvas.py) is one component for the whole page. Each finished drag
+becomes an *edit*: {seq, volume, slice, image, box}, naming the slice it was drawn on, whatever slice
+is on screen when the page receives it. The component keeps every edit the page has not acknowledged
+in its state value (a list), so edits coalesced into one page run are all there; the page applies each
+`seq` once (`new_edits`) and acknowledges them back. A box is stored as fractions of the slice width /
+height.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,147 +20,160 @@ from core.boxes import Box
 from core.propose import propose_lung_box, propose_volume
 from core.volume import Volume
 
-RECT_TYPES = ("Rect", "LabeledRect", "rect")
-_ORIGIN = {"left": 0.0, "top": 0.0, "center": 0.5, "right": 1.0, "bottom": 1.0}
-MIN_CANVAS_PX = 3.0  # a click without a drag makes a tiny rectangle: not a box
 AUTO_ANNOTATOR = "auto"
+MODEL_PREFIX = "model:"
+MIN_BOX_FRACTION = 0.004  # a click without a drag is not a box (2 px of a 512 px canvas)
+
+# How each kind of stored box is drawn: a person's red, an HU-rule proposal orange, a model's cyan.
+BOX_COLOURS = {"person": "#ff4b4b", "rule": "#ffa126", "model": "#22d3ee"}
 
 
-def canvas_size(shape2d: tuple[int, int], max_side: int = 512) -> tuple[int, int]:
-    """(width, height) of the canvas in CSS pixels: the slice's aspect ratio, longest side max_side."""
-    height, width = int(shape2d[0]), int(shape2d[1])
-    scale = max_side / max(height, width)
-    return max(1, round(width * scale)), max(1, round(height * scale))
+def box_kind(row: Mapping[str, Any] | None) -> str | None:
+    """Who drew a stored box: person, rule (annotator auto) or model (model:<run>); None: no row."""
+    if row is None:
+        return None
+    who = str(row.get("Annotator") or "")
+    if who == AUTO_ANNOTATOR:
+        return "rule"
+    return "model" if who.startswith(MODEL_PREFIX) else "person"
 
 
-def box_to_drawing(box: Box | None, canvas_w: int, canvas_h: int, *, stroke: str = "#ff4b4b",
-                   stroke_width: int = 2, fill: str = "rgba(255, 75, 75, 0.08)") -> dict[str, Any]:
-    """The canvas `initial_drawing` holding one box (or none), as st_canvas's own boxes_to_drawing."""
-    if box is None:
-        return {"objects": []}
-    x0, y0, x1, y1 = box
-    return {"objects": [{
-        "type": "LabeledRect", "label": "", "left": x0 * canvas_w, "top": y0 * canvas_h,
-        "width": (x1 - x0) * canvas_w, "height": (y1 - y0) * canvas_h, "originX": "left", "originY": "top",
-        "scaleX": 1, "scaleY": 1, "angle": 0, "stroke": stroke, "strokeWidth": stroke_width, "fill": fill,
-        "lockRotation": True, "strokeUniform": True,
-    }]}
-
-
-def _rect_pixels(obj: Mapping[str, Any]) -> tuple[float, float, float, float]:
-    """(left, top, width, height) in canvas px of a fabric.js rect, scale and origin applied."""
-    width = float(obj.get("width", 0)) * float(obj.get("scaleX", 1) or 1)
-    height = float(obj.get("height", 0)) * float(obj.get("scaleY", 1) or 1)
-    left = float(obj.get("left", 0)) - _ORIGIN.get(obj.get("originX", "left"), 0.0) * width
-    top = float(obj.get("top", 0)) - _ORIGIN.get(obj.get("originY", "top"), 0.0) * height
-    if width < 0:
-        left, width = left + width, -width
-    if height < 0:
-        top, height = top + height, -height
-    return left, top, width, height
-
-
-def rects_in_drawing(drawing: Mapping[str, Any] | None) -> list[tuple[float, float, float, float]]:
-    """Every rectangle of a canvas JSON drawing as (left, top, width, height) canvas px, oldest first."""
-    if not drawing:
-        return []
-    return [_rect_pixels(o) for o in drawing.get("objects", []) if o.get("type") in RECT_TYPES]
-
-
-def box_from_drawing(drawing: Mapping[str, Any] | None, canvas_w: int, canvas_h: int) -> Box | None:
-    """The newest rectangle of the drawing as a clipped fraction box; None if there is no usable one."""
-    for left, top, width, height in reversed(rects_in_drawing(drawing)):
-        if width < MIN_CANVAS_PX or height < MIN_CANVAS_PX:
-            continue
-        try:
-            return normalise_box(left / canvas_w, top / canvas_h, (left + width) / canvas_w,
-                                 (top + height) / canvas_h)
-        except InvalidBoxError:
-            continue  # dragged entirely off the image
-    return None
+# ------------------------------------------------------------------------------------ canvas edits
 
 
 @dataclass(frozen=True)
-class CanvasChange:
-    """What a canvas result means: action is "none", "upsert" or "delete"; `redraw` when the canvas
-    must be re-initialised to show exactly the stored box (e.g. a second rectangle was drawn)."""
+class Edit:
+    """A box drawn (or moved, resized) on the canvas: `slice` is where it was drawn, 0-based."""
 
-    action: str
-    box: Box | None = None
-    redraw: bool = False
-
-
-def boxes_differ(a: Box | None, b: Box | None, tolerance: float) -> bool:
-    if a is None or b is None:
-        return (a is None) != (b is None)
-    return max(abs(p - q) for p, q in zip(a, b, strict=True)) > tolerance
+    seq: str
+    volume: str
+    slice: int
+    image: str
+    box: Box
 
 
-def canvas_change(stored: Box | None, drawing: Mapping[str, Any] | None, canvas_w: int,
-                  canvas_h: int) -> CanvasChange:
-    """Compare the canvas with the stored box of the slice (tolerance: a quarter canvas pixel)."""
-    drawn = box_from_drawing(drawing, canvas_w, canvas_h)
-    n_rects = len(rects_in_drawing(drawing))
-    redraw = n_rects > 1 or (n_rects == 1 and drawn is None)
-    if not boxes_differ(stored, drawn, 0.25 / max(canvas_w, canvas_h)):
-        return CanvasChange("none", stored, redraw)
-    if drawn is None:
-        return CanvasChange("delete", None, redraw)
-    return CanvasChange("upsert", drawn, redraw)
-
-
-CANVAS_KEY_PREFIX = "annotate_canvas"
-
-
-def canvas_key(volume_id: str, z: int, revision: int) -> str:
-    """The canvas widget's key: a new canvas per volume, slice and redraw."""
-    return f"{CANVAS_KEY_PREFIX}|{volume_id}|{int(z)}|{int(revision)}"
-
-
-def parse_canvas_key(key: str) -> tuple[str, int, int] | None:
-    """(volume id, slice, revision) of a key made by `canvas_key`, else None."""
-    if not isinstance(key, str) or not key.startswith(CANVAS_KEY_PREFIX + "|"):
+def parse_edit(item: Any) -> Edit | None:
+    """An Edit from one entry of the component's value; None for anything malformed (never raises)."""
+    if not isinstance(item, Mapping):
         return None
     try:
-        _, rest = key.split("|", 1)
-        volume_id, z, revision = rest.rsplit("|", 2)
-        return volume_id, int(z), int(revision)
-    except ValueError:
+        seq, volume, image = str(item["seq"]), str(item["volume"]), str(item["image"])
+        z = item["slice"]
+        if isinstance(z, bool) or not isinstance(z, int | float) or int(z) != z or z < 0:
+            return None
+        x0, y0, x1, y1 = (float(v) for v in item["box"])
+        box = normalise_box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    except (KeyError, TypeError, ValueError, InvalidBoxError):
         return None
+    if not seq or not volume or not image:
+        return None
+    if box[2] - box[0] < MIN_BOX_FRACTION or box[3] - box[1] < MIN_BOX_FRACTION:
+        return None
+    return Edit(seq, volume, int(z), image, box)
 
 
-def drawing_fingerprint(drawing: Mapping[str, Any] | None) -> str:
-    import hashlib
-    import json
+def new_edits(value: Any, handled: Iterable[str]) -> tuple[list[Edit], list[str]]:
+    """(edits to store, in the order drawn; seqs now handled) from the component's value.
 
-    return hashlib.sha1(json.dumps(drawing, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def late_drawings(state: Mapping[str, Any], volume_id: str, current_key: str,
-                  seen: Mapping[str, str] | None = None) -> list[tuple[int, dict]]:
-    """Drawings that earlier canvases of this volume sent after the page had moved on.
-
-    After Next (or any redraw) the old slice's canvas stays on screen for a moment; a box
-    dragged on it arrives under the old canvas's key, not the one the page now shows. Such a
-    drawing is still in the session state at the start of the run it triggered: (slice,
-    drawing) for each, so that the page can save it to the slice it was drawn on. `seen` maps
-    keys to the fingerprint of the drawing the page already handled while that canvas was the
-    current one: those are not late. Canvases of the current slice are never late: they were
-    replaced by a redraw of the same slice (after Delete or Undo), whose state must not undo it.
+    `value` is the component state ({"edits": [...]}, oldest first) or the list itself; `handled`
+    the seqs the page already dealt with. An edit is stored once: its seq is never applied again, so
+    an old value arriving again (every page run carries it) never overwrites what happened since
+    (a Delete, an Undo, a later drag). Of several new edits of one slice only the last is stored.
+    Malformed entries are marked handled and dropped.
     """
-    seen = seen or {}
-    current = parse_canvas_key(current_key)
-    found = []
-    for key, value in state.items():
-        parsed = parse_canvas_key(key)
-        if parsed is None or key == current_key or parsed[0] != volume_id or not isinstance(value, Mapping):
+    items = value.get("edits") if isinstance(value, Mapping) else value
+    if not isinstance(items, Sequence) or isinstance(items, str | bytes):
+        return [], []
+    done = set(handled)
+    fresh: list[Edit] = []
+    seqs: list[str] = []
+    for item in items:
+        seq = str(item.get("seq")) if isinstance(item, Mapping) and item.get("seq") is not None else None
+        if seq is None or seq in done:
             continue
-        if current is not None and parsed[1] == current[1]:
-            continue
-        drawing = (value.get("drawing") or {}).get("raw")
-        if isinstance(drawing, Mapping) and seen.get(key) != drawing_fingerprint(drawing):
-            found.append((parsed[1], dict(drawing)))
-    return sorted(found, key=lambda item: item[0])
+        done.add(seq)
+        seqs.append(seq)
+        edit = parse_edit(item)
+        if edit is not None:
+            fresh = [e for e in fresh if e.image != edit.image] + [edit]
+    return fresh, seqs
+
+
+def remember(handled: list[str], seqs: Iterable[str], keep: int = 2000) -> list[str]:
+    """The handled seqs, newest last, at most `keep` (far more than a component ever holds unacknowledged)."""
+    out = [*handled, *seqs]
+    return out[-keep:]
+
+
+def save_edit(store: BoxStore, edit: Edit, annotator: str) -> dict:
+    """Store an edit's box on the slice it was drawn on, under `annotator`."""
+    return store.upsert(edit.image, *edit.box, volume=edit.volume, slice=edit.slice, annotator=annotator)
+
+
+# ------------------------------------------------------------------------------------------ keys
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    action: str  # the page's button is "annotate_<action>"
+    label: str
+    keys: tuple[str, ...]  # Streamlit shortcut notation; the first is the button's own shortcut
+
+    @property
+    def button_key(self) -> str:
+        return f"annotate_{self.action}"
+
+
+SHORTCUTS: tuple[Shortcut, ...] = (
+    Shortcut("prev", "Previous slice", ("Left",)),
+    Shortcut("next", "Next slice", ("Right",)),
+    Shortcut("next_empty", "Next slice without a box", ("N",)),
+    Shortcut("confirm_next", "Confirm the proposal and go to the next slice", ("Enter",)),
+    Shortcut("propose", "Propose a box on this slice (HU rule)", ("P",)),
+    Shortcut("delete", "Delete the box of this slice", ("Delete", "Backspace")),
+    Shortcut("undo", "Undo the last change", ("U", "Ctrl+Z")),
+    Shortcut("redo", "Redo", ("Shift+U", "Ctrl+Y")),
+)
+WINDOW_ORDER = ("lung", "mediastinum", "bone", "brain", "auto")  # keys 1, 2, 3...: what is offered of these
+
+
+def shortcut(action: str) -> str:
+    """The button's own key (Streamlit's `shortcut=`)."""
+    return next(s.keys[0] for s in SHORTCUTS if s.action == action)
+
+
+def key_hint(action: str) -> str:
+    """Every key of an action as a tooltip fragment, e.g. "U or Ctrl+Z"."""
+    return " or ".join(next(s.keys for s in SHORTCUTS if s.action == action))
+
+
+def window_keys(options: Iterable[str]) -> list[tuple[str, str]]:
+    """(digit, window name) for the window presets offered (e.g. 1 lung, 2 mediastinum, 3 bone)."""
+    offered = set(options)
+    names = [name for name in WINDOW_ORDER if name in offered]
+    return [(str(i), name) for i, name in enumerate(names[:9], start=1)]
+
+
+def extra_keys() -> dict[str, str]:
+    """{key combo: button key} for the keys beyond each button's own one, which the canvas handles on
+    the page (combos lower case, modifiers first: "ctrl+z", "shift+u", "backspace")."""
+    out = {}
+    for s in SHORTCUTS:
+        for combo in s.keys[1:]:
+            out[combo.lower()] = s.button_key
+    return out
+
+
+def keys_help(windows: Iterable[tuple[str, str]] = ()) -> str:
+    """The Keys popover's text: a markdown table of every key."""
+    lines = ["| Key | Action |", "|---|---|"]
+    lines += [f"| {' / '.join(s.keys)} | {s.label} |" for s in SHORTCUTS]
+    lines += [f"| {digit} | {name} window |" for digit, name in windows]
+    lines.append("| mouse wheel on the image | previous / next slice |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ navigation
 
 
 def row_box(row: Mapping[str, Any] | None) -> Box | None:
@@ -179,10 +196,15 @@ def next_without_box(n_slices: int, annotated: Iterable[int], current: int) -> i
     return None
 
 
-def slice_progress(z: int, n_slices: int, n_annotated: int) -> tuple[float, str]:
-    """(fraction, text) of the Annotate page's progress bar for slice z."""
-    return (n_annotated / n_slices if n_slices else 0.0,
-            f"Slice {z + 1} of {n_slices} · {n_annotated} of {n_slices} slices annotated")
+def slice_progress(z: int, n_slices: int, rows: Mapping[int, Mapping[str, Any]]) -> tuple[float, str]:
+    """(fraction confirmed, text) of the Annotate page's progress for slice z (shown from 1) given the
+    volume's rows {z: row}: boxes a person drew or confirmed, and proposals nobody has confirmed yet."""
+    proposed = sum(1 for row in rows.values() if box_kind(row) in ("rule", "model"))
+    confirmed = len(rows) - proposed
+    text = f"Slice {z + 1} of {n_slices} · {confirmed} of {n_slices} slices confirmed"
+    if proposed:
+        text += f" · {proposed} proposed"
+    return (confirmed / n_slices if n_slices else 0.0), text
 
 
 def clamp_slice(z: int, n_slices: int) -> int:

@@ -249,47 +249,7 @@ def test_for_volume_maps_slice_index_to_row(store):
     assert list(store.for_volume("1.2.3")) == [3]
 
 
-# ------------------------------------------------------------- Annotate page logic (core.annotate)
-
-def test_canvas_size_keeps_the_aspect_ratio():
-    from core.annotate import canvas_size
-
-    assert canvas_size((512, 512)) == (512, 512)
-    assert canvas_size((128, 256)) == (512, 256)
-    assert canvas_size((300, 100), max_side=300) == (100, 300)
-
-
-def test_drawing_round_trip_and_fabric_geometry():
-    from core.annotate import box_from_drawing, box_to_drawing
-
-    box = (0.125, 0.25, 0.75, 0.875)
-    assert box_from_drawing(box_to_drawing(box, 512, 256), 512, 256) == box
-    assert box_from_drawing(box_to_drawing(None, 512, 512), 512, 512) is None
-    moved = {"objects": [{"type": "Rect", "left": 256, "top": 256, "width": 100, "height": 50, "scaleX": 2,
-                          "scaleY": 2, "originX": "center", "originY": "center"}]}
-    assert box_from_drawing(moved, 512, 512) == pytest.approx((0.3047, 0.4023, 0.6953, 0.5977), abs=1e-4)
-    off_edge = {"objects": [{"type": "LabeledRect", "left": -50, "top": 10, "width": 100, "height": 600}]}
-    assert box_from_drawing(off_edge, 512, 512) == pytest.approx((0.0, 10 / 512, 50 / 512, 1.0), abs=1e-6)
-    click = {"objects": [{"type": "Rect", "left": 5, "top": 5, "width": 1, "height": 1}]}
-    assert box_from_drawing(click, 512, 512) is None
-    circle = {"objects": [{"type": "Circle", "left": 5, "top": 5, "width": 100, "height": 100}]}
-    assert box_from_drawing(circle, 512, 512) is None
-
-
-def test_canvas_change_decides_what_to_store():
-    from core.annotate import box_to_drawing, canvas_change
-
-    stored = (0.1, 0.1, 0.5, 0.5)
-    assert canvas_change(stored, box_to_drawing(stored, 512, 512), 512, 512).action == "none"
-    assert canvas_change(None, {"objects": []}, 512, 512).action == "none"
-    moved = canvas_change(stored, box_to_drawing((0.2, 0.1, 0.6, 0.5), 512, 512), 512, 512)
-    assert moved.action == "upsert" and moved.box == pytest.approx((0.2, 0.1, 0.6, 0.5))
-    assert canvas_change(stored, {"objects": []}, 512, 512).action == "delete"
-    two = {"objects": box_to_drawing(stored, 512, 512)["objects"]
-           + box_to_drawing((0.3, 0.3, 0.9, 0.9), 512, 512)["objects"]}
-    change = canvas_change(stored, two, 512, 512)
-    assert change.action == "upsert" and change.redraw and change.box == pytest.approx((0.3, 0.3, 0.9, 0.9))
-
+# --------------------------------- Annotate page logic (core.annotate; the canvas: test_annotate_canvas.py)
 
 def test_next_slice_without_a_box_wraps_round():
     from core.annotate import next_without_box
@@ -298,28 +258,3 @@ def test_next_slice_without_a_box_wraps_round():
     assert next_without_box(5, {3, 4, 0}, 2) == 1
     assert next_without_box(3, {0, 1, 2}, 1) is None
 
-
-def test_late_drawings_come_from_earlier_canvases_of_the_volume_only():
-    from core.annotate import canvas_key, drawing_fingerprint, late_drawings, parse_canvas_key
-
-    box = {"objects": [{"type": "LabeledRect", "left": 10, "top": 10, "width": 50, "height": 40}]}
-    key = canvas_key("vol|with|bars", 7, 3)
-    assert parse_canvas_key(key) == ("vol|with|bars", 7, 3)
-    assert parse_canvas_key("annotate_volume") is None
-    state = {
-        canvas_key("vol|with|bars", 6, 3): {"drawing": {"raw": box}},  # drawn on the old slice: late
-        canvas_key("vol|with|bars", 7, 3): {"drawing": {"raw": box}},  # the current canvas
-        canvas_key("other", 2, 0): {"drawing": {"raw": box}},  # another volume
-        "annotate_z": 7,
-    }
-    assert late_drawings(state, "vol|with|bars", key) == [(6, box)]
-    handled = {canvas_key("vol|with|bars", 6, 3): drawing_fingerprint(box)}
-    assert late_drawings(state, "vol|with|bars", key, handled) == []  # already handled: not late
-
-
-def test_an_earlier_canvas_of_the_same_slice_is_a_redraw_not_a_late_drawing():
-    from core.annotate import canvas_key, late_drawings
-
-    box = {"objects": [{"type": "LabeledRect", "left": 10, "top": 10, "width": 50, "height": 40}]}
-    state = {canvas_key("v", 4, 0): {"drawing": {"raw": box}}}  # the canvas before "Delete box"
-    assert late_drawings(state, "v", canvas_key("v", 4, 1)) == []

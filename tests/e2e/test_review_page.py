@@ -189,7 +189,7 @@ def test_table_row_opens_the_slice_on_the_annotate_page(page, tmp_path):
         page.get_by_text(f"Slice {z + 1} of {N_SLICES}").wait_for()
         page.get_by_text("Box Xmin 0.2000, Ymin 0.2500").wait_for()
         assert "/annotate" in page.url
-        page.get_by_test_id("stBidiComponentIsolated").locator("canvas.upper-canvas").wait_for()
+        page.get_by_test_id("bc-stage").wait_for()  # the Annotate page's box canvas
         page.screenshot(path=str(SHOTS / "review_opened_on_annotate.png"), full_page=True)
 
 
