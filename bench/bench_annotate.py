@@ -8,7 +8,9 @@ DICOM from core.phantoms, drives Debian's Chromium with Playwright, and measures
    click "Next ▶" at once (a few ms after the mouse-up). Then every slice's CSV row is compared with
    the box dragged there: drawn / saved on its own slice / misplaced / lost. Target: 0 lost.
    With `--old-ref REF` (a git ref, e.g. the commit before the new canvas) the same is run on that
-   version of the app, exported with `git archive`, as the baseline.
+   version of the app, exported with `git archive`, as the baseline. Pages before the new canvas need
+   `streamlit-drawable-canvas` (no longer a dependency):
+   `.venv/bin/pip install streamlit-drawable-canvas==0.13.0`.
 
 2. Page cost per slice on `--slices` consecutive lung slices of a 256x256x40 CT, each workflow on a
    volume of its own, with the keyboard only and, as the baseline, with mouse clicks on the buttons:
@@ -27,6 +29,7 @@ DICOM from core.phantoms, drives Debian's Chromium with Playwright, and measures
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import statistics
@@ -414,7 +417,11 @@ def main(argv: list[str] | None = None) -> int:
                                                      args.start, count)
                         mean = statistics.fmean(pace[workflow][mode]["times"])
                         print(workflow, mode, f"{mean:.2f} s/slice", flush=True)
-        if args.old_ref and not args.skip_lost:
+        old_page_missing = importlib.util.find_spec("streamlit_drawable_canvas") is None
+        if args.old_ref and not args.skip_lost and old_page_missing:
+            print("--old-ref: the old page needs streamlit-drawable-canvas; "
+                  "pip install streamlit-drawable-canvas==0.13.0 (skipped)")
+        elif args.old_ref and not args.skip_lost:
             lost_root = tmp / "old_data"
             (lost_root / "ct").mkdir(parents=True)
             shutil.copytree(root / "ct" / "lost", lost_root / "ct" / "lost")

@@ -239,7 +239,9 @@ def propose_for_volume(store: BoxStore, volume: Volume, *, overwrite: bool = Fal
     boxes = [{"Image": volume.slice_ids[z], "Xmin": b[0], "Ymin": b[1], "Xmax": b[2], "Ymax": b[3],
               "Volume": volume.volume_id, "Slice": z}
              for z, b in sorted(proposed.items()) if z not in keep]
-    return store.upsert_many(boxes, annotator=AUTO_ANNOTATOR) if boxes else 0
+    # Checked again under the store's lock: a box drawn while the proposals were computed stays.
+    return store.upsert_many(boxes, annotator=AUTO_ANNOTATOR,
+                             replace=lambda row: overwrite and is_proposal(row)) if boxes else 0
 
 
 MODEL_ANNOTATOR_PREFIX = "model:"  # a trained localizer's proposal: annotator `model:<run name>`

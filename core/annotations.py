@@ -29,7 +29,7 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -378,8 +378,9 @@ class BoxStore:
                 os.fsync(handle.fileno())
 
     def _apply(self, changes: list[tuple[str, dict | None]], action: str, annotator: str,
-               extra: dict | None = None) -> list[dict]:
-        """Under the lock: read, apply {image: new row or None}, write, log. Returns log entries."""
+               extra: dict | None = None, replace: Callable[[dict], bool] | None = None) -> list[dict]:
+        """Under the lock: read, apply {image: new row or None}, write, log. Returns log entries.
+        `replace` (upserts only): an existing row is overwritten only where it returns true."""
         with self._acquire():
             self._repair_locked()
             # The cache is keyed by (inode, mtime_ns, size) and every write replaces the inode, so
@@ -388,6 +389,8 @@ class BoxStore:
             entries, batch, now = [], uuid.uuid4().hex[:12], utc_now()
             for image, new in changes:
                 old = rows.get(image)
+                if replace is not None and old is not None and new is not None and not replace(old):
+                    continue  # stored meanwhile and not to be replaced (see upsert_many)
                 if new is None and old is None and action in ORIGINAL_ACTIONS:
                     continue  # deleting nothing is no change; undo/redo always log
                 if new is None:
@@ -450,13 +453,18 @@ class BoxStore:
         self._apply([(row["Image"], row)], "upsert", row["Annotator"])
         return dict(row)
 
-    def upsert_many(self, boxes: Iterable[Mapping], *, annotator: str) -> int:
+    def upsert_many(self, boxes: Iterable[Mapping], *, annotator: str,
+                    replace: Callable[[dict], bool] | None = None) -> int:
         """Several boxes in one locked write (one undo step). Each mapping holds Image, Xmin, Ymin,
         Xmax, Ymax, Volume, Slice and optionally its own Annotator. All are validated before
-        anything is written. Returns the number of rows written."""
+        anything is written. With `replace`, a slice that already has a row keeps it unless
+        `replace(row)` is true -- decided under the lock, so a box another writer stored while the
+        caller was computing its boxes (a person's drag during "Propose for all slices") is never
+        overwritten. Returns the number of rows written."""
         rows = [self._make_row(b["Image"], b, b["Volume"], b["Slice"], b.get("Annotator") or annotator)
                 for b in boxes]
-        return len(self._apply([(r["Image"], r) for r in rows], "upsert", str(annotator or "unknown")))
+        return len(self._apply([(r["Image"], r) for r in rows], "upsert", str(annotator or "unknown"),
+                               replace=replace))
 
     def delete(self, image_id: str, *, annotator: str = "unknown") -> bool:
         """Remove the box of one slice; False if it had none."""

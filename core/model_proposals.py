@@ -274,7 +274,8 @@ def propose_with_model(store: BoxStore, volume: Volume, run: LungRun | Path | st
     boxes = predict_boxes(volume, run, targets)
     rows = [{"Image": volume.slice_ids[z], "Xmin": b[0], "Ymin": b[1], "Xmax": b[2], "Ymax": b[3],
              "Volume": volume.volume_id, "Slice": z} for z, b in boxes.items() if b is not None]
-    return store.upsert_many(rows, annotator=model_annotator(run)) if rows else 0
+    return store.upsert_many(rows, annotator=model_annotator(run),  # re-checked under the lock
+                             replace=lambda row: overwrite and is_proposal(row)) if rows else 0
 
 
 # ------------------------------------------------------------------------------------ uncertainty

@@ -258,3 +258,22 @@ def test_next_slice_without_a_box_wraps_round():
     assert next_without_box(5, {3, 4, 0}, 2) == 1
     assert next_without_box(3, {0, 1, 2}, 1) is None
 
+
+
+def test_upsert_many_replace_is_decided_under_the_lock(tmp_path):
+    """A box stored between a caller reading the store and its batch write (a person's drag while
+    proposals were computed) is kept when `replace` says so; other slices are written."""
+    store = BoxStore(tmp_path / "lung_bbox.csv")
+    store.upsert("a", 0.1, 0.1, 0.5, 0.5, volume="v", slice=0, annotator="auto")
+    # ... the proposal batch is computed here, while a person draws on slice b ...
+    store.upsert("b", 0.2, 0.2, 0.6, 0.6, volume="v", slice=1, annotator="alice")
+    batch = [{"Image": image, "Xmin": 0.3, "Ymin": 0.3, "Xmax": 0.7, "Ymax": 0.7, "Volume": "v", "Slice": z}
+             for z, image in enumerate(("a", "b", "c"))]
+    written = store.upsert_many(batch, annotator="auto", replace=lambda row: row["Annotator"] == "auto")
+    rows = {r["Image"]: r for r in store.rows()}
+    assert written == 2
+    assert rows["b"]["Annotator"] == "alice" and rows["b"]["Xmin"] == 0.2
+    assert rows["a"]["Xmin"] == 0.3 and rows["c"]["Xmin"] == 0.3
+    store.undo(annotator="alice")  # one undo step removes exactly the batch
+    rows = {r["Image"]: r for r in store.rows()}
+    assert set(rows) == {"a", "b"} and rows["a"]["Xmin"] == 0.1
