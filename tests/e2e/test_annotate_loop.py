@@ -202,3 +202,19 @@ def test_a_name_that_reads_as_a_proposal_is_refused(data_root, tmp_path):
     assert [r["Annotator"] for r in rows] == ["unknown"]  # confirmed, never under a proposal's name
     assert at.selectbox(key="annotate_proposer").options == ["HU rule"]
     assert at.button(key="annotate_next_uncertain").disabled
+
+
+def test_train_on_these_boxes_says_why_it_cannot_start(data_root, tmp_path, monkeypatch):
+    _write_root(data_root)
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.text_input(key="annotator").set_value("dr_y").run()
+    at.button(key="annotate_propose").click().run()  # a proposal only: nothing confirmed to train on
+    wanted = "Trains on 0 confirmed boxes of 0 volumes; 1 proposal (unconfirmed) left out"
+    assert any(c.value.startswith(wanted) for c in at.caption)
+    at.button(key="annotate_train").click().run()
+    assert not at.exception and "no confirmed lung box" in at.error[0].value
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    at.button(key="annotate_confirm").click().run()
+    monkeypatch.setenv("SLICEWISE_LOOP_SETTINGS", "image_size")  # a malformed setting: said, not raised
+    at.button(key="annotate_train").click().run()
+    assert not at.exception and "SLICEWISE_LOOP_SETTINGS" in at.error[0].value
