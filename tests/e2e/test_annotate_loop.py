@@ -182,6 +182,14 @@ def test_confirm_train_propose_with_the_model_and_go_to_the_uncertain_slice(app,
     queue = int(re.search(r"rank 1 of (\d+)", caption.inner_text()).group(1))
     assert queue == n - len(people)
     shot(page, "annotate_loop_uncertain.png")
+    # Q with the image focused: the next one in the queue (the slice on screen is skipped)
+    page.mouse.click(area["x"] + area["width"] / 2, area["y"] + area["height"] / 2)
+    keys.press("q")
+    moved = f"() => {{ const r = ({ROOT_JS})(); return !!r && r.dataset.slice !== '{shown}'; }}"
+    page.wait_for_function(moved, polling="raf")
+    second = int(page.evaluate(f"() => ({ROOT_JS})().dataset.slice"))
+    assert second not in people and second != shown
+    assert {z for z, r in store.for_volume(vid).items() if not is_proposal(r)} == set(people)  # no drawing
 
     # after a reload the newest loop job is shown
     page.reload()
