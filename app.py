@@ -1,7 +1,9 @@
 """Slicewise: Streamlit entry point. Navigation, the shared sidebar and the page error guard; no logic.
 
-Icons are emoji (the page icon becomes an inline SVG favicon): a `:material/...:` page icon makes
-the browser fetch the favicon from a web-font host, and the app makes no outbound request.
+The favicon is an emoji (an inline SVG): a `:material/...:` *page* icon makes the browser fetch
+the favicon from a web-font host, and the app makes no outbound request. The navigation icons are
+Material Symbols, a font Streamlit serves itself (emoji render as empty boxes where the machine has
+no emoji font); tests/e2e/test_no_outbound.py checks that no request leaves the host.
 """
 
 import logging
@@ -29,12 +31,12 @@ def log_exception(exc: BaseException) -> str:
 st.set_page_config(page_title="Slicewise", page_icon="🫁", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/viewer.py", title="Viewer", icon="👁️"),
-    st.Page("pages/annotate.py", title="Annotate", icon="✏️"),
-    st.Page("pages/review.py", title="Annotations", icon="✅"),
-    st.Page("pages/train.py", title="Train", icon="🧠"),
-    st.Page("pages/predict.py", title="Predict & review", icon="📈"),
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/viewer.py", title="Viewer", icon=":material/visibility:"),
+    st.Page("pages/annotate.py", title="Annotate", icon=":material/edit_square:"),
+    st.Page("pages/review.py", title="Annotations", icon=":material/fact_check:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/predict.py", title="Predict & review", icon=":material/insights:"),
 ]
 
 USER_KEY = "auth_user"
