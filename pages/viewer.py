@@ -120,7 +120,8 @@ def _show_readout(volume: Volume, orientation: str, index: int, row: int, col: i
         st.caption("The point is outside the image.")
         return
     unit = " HU" if volume.modality == "CT" else ""
-    st.markdown(f"**{r.value:.0f}{unit}** at voxel x {r.x}, y {r.y}, z {r.z}")
+    st.markdown(f"**{r.value:.0f}{unit}** at voxel x {r.x}, y {r.y}, z {r.z} (0-based indices) · "
+                f"axial slice {r.z + 1}")
 
 
 def _readout_inputs(volume: Volume, orientation: str, index: int, probe: dict | None, shape2d,
