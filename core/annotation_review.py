@@ -7,7 +7,7 @@
   pre-annotation is.
 - `filter_rows`, `iou_summary`: the page's filters and the headline numbers.
 - `root_slice_counts(root)`: slices per volume over a data root from headers only (DICOM
-  headers, NIfTI/NRRD headers, 1 per PNG/JPEG), cached by path and mtime; `root_progress`.
+  headers, NIfTI/NRRD headers, 1 per PNG/JPEG), cached by path and mtime; `ct_progress`.
 - `thumbnail_url(locator, row)`: a small windowed PNG of the slice with its box, as a data URL.
 """
 
@@ -299,38 +299,6 @@ def root_slice_counts(root: str | Path) -> RootCounts:
         for volume_id, n in found:
             counts.slices[volume_id] = counts.slices.get(volume_id, 0) + n
     return counts
-
-
-@dataclass(frozen=True)
-class RootProgress:
-    annotated: int
-    total: int
-    volumes: int
-    volumes_started: int
-    outside: int  # rows whose volume is not under this data root
-
-    @property
-    def fraction(self) -> float:
-        return self.annotated / self.total if self.total else 0.0
-
-    def text(self) -> str:
-        text = (f"Data root: {self.annotated} / {self.total} slices annotated, "
-                f"in {self.volumes_started} of {self.volumes} volumes")
-        return text + (f"; {self.outside} box(es) for volumes not under it" if self.outside else "")
-
-
-def root_progress(rows: Iterable[Mapping], counts: RootCounts) -> RootProgress:
-    """Annotated slices (distinct, within each volume's slice range) over all slices of the root."""
-    done: dict[str, set[int]] = defaultdict(set)
-    outside = 0
-    for row in rows:
-        n = counts.slices.get(str(row["Volume"]))
-        if n is None:
-            outside += 1
-        elif 0 <= int(row["Slice"]) < n:
-            done[str(row["Volume"])].add(int(row["Slice"]))
-    annotated = sum(len(s) for s in done.values())
-    return RootProgress(annotated, counts.total, len(counts.slices), len(done), outside)
 
 
 # ------------------------------------------------------------------------------------ honest progress

@@ -257,7 +257,7 @@ def main() -> None:
         return
     counts = _root_counts(root)
     if counts.total:
-        progress = review.root_progress(store.rows(), counts)
+        progress = review.ct_progress(store.rows(), counts)
         st.progress(progress.fraction, text=progress.text())
     tab_review, tab_files, tab_prepare = st.tabs(["Review", "Export / import", "Prepare training set"])
     with tab_review:

@@ -136,16 +136,18 @@ def test_root_counts_follow_new_files_and_report_broken_ones(data_root):
         review._nrrd_count(data_root / "bad.nrrd")
 
 
-def test_root_progress_counts_distinct_slices_inside_each_volume():
+def test_ct_progress_counts_distinct_slices_inside_each_volume():
     counts = review.RootCounts({"A": 10, "B": 5})
-    rows = [{"Volume": "A", "Slice": 0}, {"Volume": "A", "Slice": 3}, {"Volume": "B", "Slice": 4},
-            {"Volume": "B", "Slice": 9}, {"Volume": "elsewhere", "Slice": 0}]
-    progress = review.root_progress(rows, counts)
-    assert (progress.annotated, progress.total, progress.volumes, progress.volumes_started) == (3, 15, 2, 2)
-    assert progress.outside == 1 and progress.fraction == pytest.approx(0.2)
-    assert "3 / 15 slices annotated, in 2 of 2 volumes" in progress.text()
+    rows = [{"Volume": "A", "Slice": 0, "Annotator": "rad"}, {"Volume": "A", "Slice": 3, "Annotator": "rad"},
+            {"Volume": "B", "Slice": 4, "Annotator": "auto"}, {"Volume": "B", "Slice": 9, "Annotator": "rad"},
+            {"Volume": "elsewhere", "Slice": 0, "Annotator": "rad"}]
+    progress = review.ct_progress(rows, counts)
+    assert (progress.counts.confirmed, progress.counts.proposed, progress.total) == (2, 1, 15)
+    assert (progress.volumes, progress.volumes_started) == (2, 1)
+    assert progress.outside == 1 and progress.fraction == pytest.approx(2 / 15)
+    assert "2 confirmed, 1 proposed of 15 slices in 2 volumes" in progress.text()
     assert "not under it" in progress.text()
-    assert review.root_progress([], review.RootCounts()).fraction == 0.0
+    assert review.ct_progress([], review.RootCounts()).fraction == 0.0
 
 
 def test_thumbnail_is_a_small_png_with_the_box(proposed, data_root):

@@ -74,7 +74,7 @@ def test_populated_store_table_filters_and_progress(populated):
     assert len(table) == len(store) and set(table["Annotator"]) == {"auto", "dr_a", "dr_b"}
     assert table["Thumbnail"].str.startswith("data:image/png;base64,").all()
     assert table.loc[table.Annotator == "dr_a", "IoU proposal→final"].iloc[0] == pytest.approx(1.0)
-    assert f" / {2 * N_SLICES} slices annotated" in at.get("progress")[0].proto.text
+    assert f"proposed of {2 * N_SLICES} slices in 2 volumes" in at.get("progress")[0].proto.text
     at.multiselect(key="review_annotators").set_value(["dr_b"]).run()
     table = at.dataframe[0].value
     assert list(table["Annotator"]) == ["dr_b"] and list(table["Slice"]) == [4]
@@ -179,7 +179,7 @@ def test_table_row_opens_the_slice_on_the_annotate_page(page, tmp_path):
     SHOTS.mkdir(exist_ok=True)
     with run_app(root, tmp_path) as url:
         page.goto(f"{url}/review?annotator=e2e")
-        page.get_by_text(f"Data root: 1 / {N_SLICES} slices annotated").wait_for()
+        page.get_by_text(f"CT volumes: 1 confirmed, 0 proposed of {N_SLICES} slices").wait_for()
         page.get_by_test_id("stDataFrame").first.wait_for()
         page.wait_for_timeout(500)  # thumbnails drawn into the grid
         page.screenshot(path=str(SHOTS / "review_table.png"), full_page=True)
