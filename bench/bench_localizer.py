@@ -49,14 +49,15 @@ def _wide(boxes: np.ndarray) -> np.ndarray:
     return (boxes[:, 2] - boxes[:, 0]) > MIN_WIDTH
 
 
-def _settings(size: int, epochs: int, wide: bool, seed: int = 0) -> list[str]:
+def _settings(size: int, epochs: int, wide: bool, seed: int = 0, head: str = "") -> list[str]:
     from core.models import get_spec
     from core.models.lung_localizer.spec import WIDE_AUGMENTATION
 
     spec = get_spec("lung_localizer")
     aug = WIDE_AUGMENTATION if wide else {k: spec.defaults[k] for k in WIDE_AUGMENTATION}
     values = {"pretrained": False, "image_size": size, "prepare_size": size, "batch_size": 32, "lr": 1e-3,
-              "max_epochs": epochs, "save_top_k": 1, "num_workers": 0, "seed": seed, **aug}
+              "max_epochs": epochs, "save_top_k": 1, "num_workers": 0, "seed": seed, **aug,
+              **({"head": head} if head else {})}
     return [f"{k}={v}" for k, v in values.items()]
 
 
@@ -123,7 +124,8 @@ def direction_a(work: Path, args, rows: list[dict], lidc, phantoms_test) -> None
     _row(rows, "(a') phantoms -> shifted phantoms", "mean training box",
          _iou(np.broadcast_to(mean_box, ph_boxes.shape), ph_boxes), None, n_train)
     for label, wide in (("narrow augmentation (reference)", False), ("wide augmentation (quick)", True)):
-        predictor, seconds = _train(prepared, work / f"a_{wide}", _settings(args.size, args.epochs_a, wide))
+        settings = _settings(args.size, args.epochs_a, wide, head=args.head)
+        predictor, seconds = _train(prepared, work / f"a_{wide}", settings)
         _row(rows, name, label, _iou(_predict(predictor, lidc_hu), lidc_boxes), seconds, n_train)
         _row(rows, "(a') phantoms -> shifted phantoms", label, _iou(_predict(predictor, ph_hu), ph_boxes),
              seconds, n_train)
@@ -147,8 +149,8 @@ def direction_a(work: Path, args, rows: list[dict], lidc, phantoms_test) -> None
                           (f"wide, {n_few} confirmed + {n_pseudo} rule pseudo-labels (w 0.3)", pseudo)):
         folder = write_prepared(work / f"p_{bool(groups)}", few, val, args.size, pseudo=list(groups))
         epochs = args.epochs_a if groups else max(args.epochs_a, round(args.epochs_a * 4))  # same step count
-        predictor, seconds = _train(folder, work / f"p_run_{bool(groups)}",
-                                    _settings(args.size, epochs, True) + ["pseudo_label_weight=0.3"])
+        settings = _settings(args.size, epochs, True, head=args.head) + ["pseudo_label_weight=0.3"]
+        predictor, seconds = _train(folder, work / f"p_run_{bool(groups)}", settings)
         _row(rows, name, label, _iou(_predict(predictor, lidc_hu), lidc_boxes), seconds, n_few)
         _row(rows, "(a') phantoms -> shifted phantoms", label, _iou(_predict(predictor, ph_hu), ph_boxes),
              seconds, n_few)
@@ -169,7 +171,8 @@ def direction_b(work: Path, args, rows: list[dict], lidc, phantoms_test) -> None
     _row(rows, name, "mean training box", _iou(np.broadcast_to(mean_box, ph_boxes.shape), ph_boxes), None,
          len(train.boxes))
     for label, wide in (("narrow augmentation (reference)", False), ("wide augmentation (quick)", True)):
-        predictor, seconds = _train(prepared, work / f"b_{wide}", _settings(args.size, args.epochs_b, wide))
+        settings = _settings(args.size, args.epochs_b, wide, head=args.head)
+        predictor, seconds = _train(prepared, work / f"b_{wide}", settings)
         _row(rows, name, label, _iou(_predict(predictor, ph_hu), ph_boxes), seconds, len(train.boxes))
 
 
@@ -180,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs-b", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-pseudo", action="store_true")
+    parser.add_argument("--head", choices=("regress", "profile"), default="",
+                        help="network head (default: the quick preset's)")
     parser.add_argument("--only", choices=("a", "b"), default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

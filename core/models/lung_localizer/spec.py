@@ -18,6 +18,7 @@ from core.models import (
 DEFAULTS: dict[str, Any] = family_defaults(
     {
         "backbone": "resnet50",
+        "head": "regress",
         "image_size": 512,
         "batch_size": 8,
         "max_epochs": 100,
@@ -195,6 +196,7 @@ SPEC = register(
         choices={
             **COMMON_CHOICES,
             "backbone": ("resnet50", "efficientnet_b0", "ensemble", "resnet18"),
+            "head": ("regress", "profile"),
             "split": ("auto", "patient", "blocks"),
             "pseudo_labels": ("off", "rule"),
         },
@@ -202,6 +204,8 @@ SPEC = register(
             **COMMON_HELP,
             "backbone": "resnet50 (reference), efficientnet_b0, ensemble (both, boxes averaged), "
             "resnet18 (fast, for tests)",
+            "head": "regress (reference: pooled features -> 4 numbers) or profile (which columns and rows "
+            "the box covers, read from a feature map: finds the lungs wherever they lie; resnet18/50)",
             "image_size": "network input size in pixels (square); boxes are clamped to [0, image_size]",
             "lr": "Adam learning rate",
             "lr_factor": "ReduceLROnPlateau factor on validation loss",
