@@ -37,9 +37,11 @@ def _shrink(hu: np.ndarray, size: int) -> np.ndarray:
 
 
 def placed_phantom_slices(
-    seed: int, size: int = 64, depth: int = 16, zoom: tuple[float, float] = (0.55, 1.0), copies: int = 1
+    seed: int, size: int = 64, depth: int = 16, zoom: tuple[float, float] = (0.55, 1.0), copies: int = 1,
+    where: tuple[float, float] = (0.0, 1.0),
 ) -> PlacedSlices:
-    """The lung slices of one phantom, each placed `copies` times at a random scale and position."""
+    """The lung slices of one phantom, each placed `copies` times at a random scale and position;
+    `where` limits the offsets to that share of the free space (0, 0.2: near the top-left corner)."""
     from core.phantoms import chest_ct_phantom
 
     phantom = chest_ct_phantom(
@@ -50,7 +52,8 @@ def placed_phantom_slices(
     slices, boxes = [], []
     for z in np.repeat(lung, copies):
         side = int(round(size * rng.uniform(*zoom)))
-        ox, oy = rng.integers(0, size - side + 1, size=2)
+        free = size - side
+        ox, oy = rng.integers(int(where[0] * free), int(where[1] * free) + 1, size=2)
         canvas = np.full((size, size), AIR_HU, np.float32)
         canvas[oy : oy + side, ox : ox + side] = _shrink(phantom.hu[z], side)
         x0, y0, x1, y1 = phantom.boxes[z]
