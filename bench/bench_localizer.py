@@ -12,15 +12,17 @@ than 0.3 of the image:
     (validation: a block of the top slices, 2 slices left out between), score on new phantoms shrunk
     to 0.6-1.0 of the field and placed at random positions.
 
-Rows per direction: the constant mean training box (baseline), the old narrow augmentation (SPEC
-reference values: ±8 % shift, 0.9-1.1 scale, ±10°, gamma), the wide augmentation (the `quick`
-preset: ±25 % shift, 0.7-1.3 scale, ±5°, flips, window jitter, noise). Pseudo-labels, measured
-separately in direction (a): only every 4th lung slice of each training phantom keeps its box
-("confirmed"), with and without HU-rule pseudo-labels (weight 0.3) on the other slices.
+Rows per direction: the constant mean training box (baseline), then each head (reference: pooled
+features -> 4 numbers; profile: which columns / rows the box covers) with the old narrow
+augmentation (SPEC reference values: ±8 % shift, 0.9-1.1 scale, ±10°, gamma) and the wide one
+(±25 % shift, 0.7-1.3 scale, ±5°, flips, window jitter, noise); the `quick` preset is the profile
+head with the wide augmentation. "x old" = IoU / IoU of the reference head with narrow augmentation.
+Pseudo-labels, measured separately in direction (a): only every 4th lung slice of each training
+phantom keeps its box ("confirmed"), with and without HU-rule pseudo-labels (weight 0.3) on the others.
 The scored volume never enters training. Ratios are against the mean box measured in the same run.
 
-    .venv/bin/python -m bench.bench_localizer [--epochs-a 20] [--epochs-b 60] [--size 128]
-        [--threads 2] [--skip-pseudo]
+    .venv/bin/python -m bench.bench_localizer [--epochs-a 20] [--epochs-b 100] [--size 96]
+        [--threads 2] [--skip-pseudo] [--only a|b] [--heads regress,profile]
 """
 
 from __future__ import annotations
@@ -47,6 +49,15 @@ def _iou(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 def _wide(boxes: np.ndarray) -> np.ndarray:
     return (boxes[:, 2] - boxes[:, 0]) > MIN_WIDTH
+
+
+# (row label, head, wide augmentation): the old reference first (the baseline of "x old")
+VARIANTS = (
+    ("reference head, narrow aug (old)", "regress", False),
+    ("reference head, wide aug", "regress", True),
+    ("profile head, narrow aug", "profile", False),
+    ("profile head, wide aug (quick)", "profile", True),
+)
 
 
 def _settings(size: int, epochs: int, wide: bool, seed: int = 0, head: str = "") -> list[str]:
@@ -102,6 +113,14 @@ def _row(rows: list[dict], direction: str, model: str, ious: np.ndarray, seconds
     rows.append({"direction": direction, "model": model, "iou": float(ious.mean()),
                  "p10": float(np.quantile(ious, 0.1)), "ge08": float((ious >= 0.8).mean()),
                  "seconds": seconds, "n_train": n_train, "n": len(ious)})
+    took = f", trained in {seconds:.0f} s" if seconds is not None else ""
+    print(f"[{direction}] {model}: mean IoU {ious.mean():.3f} on {len(ious)} slices{took}", flush=True)
+
+
+def _variants(args) -> list[tuple[str, str, bool]]:
+    heads = args.heads.split(",")
+    chosen = {int(i) for i in args.variants.split(",") if i.strip()} or set(range(len(VARIANTS)))
+    return [v for i, v in enumerate(VARIANTS) if v[1] in heads and i in chosen]
 
 
 def direction_a(work: Path, args, rows: list[dict], lidc, phantoms_test) -> None:
@@ -123,9 +142,9 @@ def direction_a(work: Path, args, rows: list[dict], lidc, phantoms_test) -> None
          n_train)
     _row(rows, "(a') phantoms -> shifted phantoms", "mean training box",
          _iou(np.broadcast_to(mean_box, ph_boxes.shape), ph_boxes), None, n_train)
-    for label, wide in (("narrow augmentation (reference)", False), ("wide augmentation (quick)", True)):
-        settings = _settings(args.size, args.epochs_a, wide, head=args.head)
-        predictor, seconds = _train(prepared, work / f"a_{wide}", settings)
+    for label, head, wide in _variants(args):
+        settings = _settings(args.size, args.epochs_a, wide, head=head)
+        predictor, seconds = _train(prepared, work / f"a_{head}_{wide}", settings)
         _row(rows, name, label, _iou(_predict(predictor, lidc_hu), lidc_boxes), seconds, n_train)
         _row(rows, "(a') phantoms -> shifted phantoms", label, _iou(_predict(predictor, ph_hu), ph_boxes),
              seconds, n_train)
@@ -145,11 +164,11 @@ def direction_a(work: Path, args, rows: list[dict], lidc, phantoms_test) -> None
         pseudo.append(slices_of(p.hu, rule_boxes, cid, zs))
     n_few = sum(len(g.boxes) for g in few)
     n_pseudo = sum(len(g.boxes) for g in pseudo)
-    for label, groups in ((f"wide, {n_few} confirmed only", ()),
-                          (f"wide, {n_few} confirmed + {n_pseudo} rule pseudo-labels (w 0.3)", pseudo)):
+    for label, groups in ((f"quick, {n_few} confirmed only", ()),
+                          (f"quick, {n_few} confirmed + {n_pseudo} rule pseudo-labels (w 0.3)", pseudo)):
         folder = write_prepared(work / f"p_{bool(groups)}", few, val, args.size, pseudo=list(groups))
         epochs = args.epochs_a if groups else max(args.epochs_a, round(args.epochs_a * 4))  # same step count
-        settings = _settings(args.size, epochs, True, head=args.head) + ["pseudo_label_weight=0.3"]
+        settings = _settings(args.size, epochs, True, head="profile") + ["pseudo_label_weight=0.3"]
         predictor, seconds = _train(folder, work / f"p_run_{bool(groups)}", settings)
         _row(rows, name, label, _iou(_predict(predictor, lidc_hu), lidc_boxes), seconds, n_few)
         _row(rows, "(a') phantoms -> shifted phantoms", label, _iou(_predict(predictor, ph_hu), ph_boxes),
@@ -170,21 +189,21 @@ def direction_b(work: Path, args, rows: list[dict], lidc, phantoms_test) -> None
     name = "(b) LIDC -> shifted phantoms"
     _row(rows, name, "mean training box", _iou(np.broadcast_to(mean_box, ph_boxes.shape), ph_boxes), None,
          len(train.boxes))
-    for label, wide in (("narrow augmentation (reference)", False), ("wide augmentation (quick)", True)):
-        settings = _settings(args.size, args.epochs_b, wide, head=args.head)
-        predictor, seconds = _train(prepared, work / f"b_{wide}", settings)
+    for label, head, wide in _variants(args):
+        settings = _settings(args.size, args.epochs_b, wide, head=head)
+        predictor, seconds = _train(prepared, work / f"b_{head}_{wide}", settings)
         _row(rows, name, label, _iou(_predict(predictor, ph_hu), ph_boxes), seconds, len(train.boxes))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--epochs-a", type=int, default=20)
-    parser.add_argument("--epochs-b", type=int, default=60)
+    parser.add_argument("--epochs-b", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-pseudo", action="store_true")
-    parser.add_argument("--head", choices=("regress", "profile"), default="",
-                        help="network head (default: the quick preset's)")
+    parser.add_argument("--heads", default="regress,profile", help="heads to train (comma-separated)")
+    parser.add_argument("--variants", default="", help="VARIANTS indices (0,3: old, quick)")
     parser.add_argument("--only", choices=("a", "b"), default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -204,11 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "b"):
             direction_b(Path(tmp), args, rows, lidc, phantoms_test)
     base = {r["direction"]: r["iou"] for r in rows if r["model"] == "mean training box"}
-    narrow = {r["direction"]: r["iou"] for r in rows if r["model"].startswith("narrow")}
+    narrow = {r["direction"]: r["iou"] for r in rows if r["model"] == VARIANTS[0][0]}  # may be absent
     print(f"\nLung localizer generalisation: ResNet-18 from scratch, {args.size} px, CPU, {args.threads} "
-          f"thread(s); scored on slices with lungs wider than {MIN_WIDTH} of the image")
+          f"thread(s), {args.epochs_a} / {args.epochs_b} epochs (a / b); scored on slices with lungs wider "
+          f"than {MIN_WIDTH} of the image")
     print(f"{'direction':36} {'model':58} {'n':>4} {'train':>5} {'mean IoU':>8} {'p10':>5} {'>=0.8':>6} "
-          f"{'x mean box':>10} {'x narrow':>8} {'train s':>7}")
+          f"{'x mean box':>10} {'x old':>8} {'train s':>7}")
     for r in rows:
         vs_narrow = f"{r['iou'] / narrow[r['direction']]:8.2f}" if r["direction"] in narrow else f"{'':8}"
         seconds = f"{r['seconds']:7.0f}" if r["seconds"] is not None else f"{'-':>7}"
