@@ -314,7 +314,8 @@ def test_batched_augmentation_equals_the_torchvision_reference(size):
     corner = torch.rand(12, 2, generator=generator) * size / 2
     extent = torch.rand(12, 2, generator=generator) * size / 2 + 1
     boxes = torch.cat([corner, corner + extent], dim=1)
-    for aug in (Augmentation(), Augmentation(gamma=0.3, rotate_deg=25.0, scale=0.15, translate=0.1)):
+    wide = Augmentation(rotate_deg=5.0, scale=0.3, translate=0.25, flip=True, window=0.15, noise=0.03)
+    for aug in (Augmentation(), Augmentation(gamma=0.3, rotate_deg=25.0, scale=0.15, translate=0.1), wide):
         transform = build_transform(aug)
         seeds = range(100, 112)
         reference = [augment(images[i], boxes[i], aug, transform, s) for i, s in enumerate(seeds)]

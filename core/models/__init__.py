@@ -106,6 +106,9 @@ class ModelSpec:
     dataset_hint: str = ""
     # folder -> "" when training on it can work, else why not (shown by the Train page before a start)
     dataset_check: Callable[[Path], str] | None = None
+    # (folder, settings) -> markdown, "" when nothing to say: what training on that folder will use
+    # (e.g. "12 confirmed boxes from 1 patient; 30 proposals left out; validation: a block of top slices")
+    dataset_summary: Callable[[Path, dict], str] | None = None
     demo_data: Callable[..., Any] | None = None
     demo_folder: str = ""  # the folder under the demo root that demo_data writes (replaces a base step)
     monitor: str = "val_loss"

@@ -17,7 +17,7 @@ import csv
 import json
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ class BoxItem:
     path: Path
     box: tuple[float, float, float, float]
     volume: str = ""
+    weight: float = 1.0  # loss weight: 1 for annotated boxes, `pseudo_label_weight` for HU-rule pseudo-labels
 
 
 @dataclass(frozen=True)
@@ -111,14 +112,20 @@ def _check_slice_file(item: BoxItem) -> None:
         raise TrainingDataError(f"{item.path}: expected a 2D slice, got shape {arr.shape}")
 
 
-def read_prepared(root: Path) -> PreparedLungData:
-    """The prepared data set, checked: stats, both splits non-empty, every listed file a 2D slice."""
+def read_prepared(root: Path, pseudo_weight: float = 0.3) -> PreparedLungData:
+    """The prepared data set, checked: stats, both splits non-empty, every listed file a 2D slice.
+
+    Rows of split "pseudo" (HU-rule boxes on unannotated slices) train with loss weight
+    `pseudo_weight` (0 leaves them out).
+    """
     root = Path(root)
     if not root.is_dir():
         raise TrainingDataError(f"{root}: not a folder")
     stats = _read_stats(root)
     rows = _read_boxes(root)
     train = [item for split, item in rows if split == "train"]
+    if pseudo_weight > 0:
+        train += [replace(item, weight=float(pseudo_weight)) for split, item in rows if split == "pseudo"]
     val = [item for split, item in rows if split == "val"]
     for name, items in (("train", train), ("val", val)):
         if not items:
@@ -215,8 +222,17 @@ def resolve_lung_data(
         size=int(settings.get("prepare_size", 512)),
         seed=int(settings["seed"]),
         progress=progress,
+        split=str(settings.get("split", "auto")),
+        include_proposals=bool(settings.get("include_proposals", False)),
+        pseudo_labels=str(settings.get("pseudo_labels", "off")),
+        exclude_volumes=excluded_volumes(settings),
     )
     return Path(prepared)
+
+
+def excluded_volumes(settings: dict[str, Any]) -> list[str]:
+    """The `exclude_volumes` setting (comma-separated volume ids) as a list."""
+    return [v.strip() for v in str(settings.get("exclude_volumes", "") or "").split(",") if v.strip()]
 
 
 # ---------------------------------------------------------------- datasets
@@ -248,10 +264,70 @@ class EpochShuffleSampler(Sampler[int]):
 
 @dataclass(frozen=True)
 class Augmentation:
+    """Gamma, then the affine (rotate, shift, scale), then a left-right flip (`flip`), window jitter
+    (contrast 1 ± `window`, brightness ± `window` / 2) and Gaussian noise (sigma up to `noise`)."""
+
     gamma: float = 0.3
     rotate_deg: float = 10.0
     scale: float = 0.1
     translate: float = 0.08
+    flip: bool = False
+    window: float = 0.0
+    noise: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> Augmentation:
+        return cls(
+            float(settings["aug_gamma"]),
+            float(settings["aug_rotate_deg"]),
+            float(settings["aug_scale"]),
+            float(settings["aug_translate"]),
+            bool(settings.get("aug_flip", False)),
+            float(settings.get("aug_window", 0.0)),
+            float(settings.get("aug_noise", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
+class PixelDraw:
+    """The draws after the affine: flip, contrast, brightness, noise sigma and the noise's seed."""
+
+    flip: bool = False
+    contrast: float = 1.0
+    brightness: float = 0.0
+    sigma: float = 0.0
+    noise_seed: int = 0
+
+
+def draw_pixels(aug: Augmentation, seed: int) -> PixelDraw:
+    """Flip / window / noise draws, from their own generator (the affine's draws stay as they were)."""
+    if not (aug.flip or aug.window > 0 or aug.noise > 0):
+        return PixelDraw()
+    rng = np.random.default_rng([int(seed), 1])
+    flip, contrast, brightness, sigma = rng.random(4)
+    return PixelDraw(
+        bool(aug.flip and flip < 0.5),
+        1.0 + aug.window * (2.0 * contrast - 1.0),
+        0.5 * aug.window * (2.0 * brightness - 1.0),
+        float(aug.noise * sigma),
+        int(rng.integers(0, 2**62)),
+    )
+
+
+def apply_pixels(
+    image: torch.Tensor, box_px: torch.Tensor, draw: PixelDraw
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One slice (c, h, w) and its box (4,) after the affine: flip (box mirrored), window, noise."""
+    if draw.flip:
+        width = image.shape[-1]
+        image = image.flip(-1)
+        box_px = torch.stack([width - box_px[2], box_px[1], width - box_px[0], box_px[3]])
+    if draw.contrast != 1.0 or draw.brightness != 0.0:
+        image = ((image - 0.5) * draw.contrast + 0.5 + draw.brightness).clamp(0.0, 1.0)
+    if draw.sigma > 0:
+        generator = torch.Generator().manual_seed(draw.noise_seed)
+        image = image + draw.sigma * torch.randn(image.shape, generator=generator)
+    return image, box_px
 
 
 def build_transform(aug: Augmentation) -> Callable[..., Any]:
@@ -287,17 +363,20 @@ def augment(
         image = F.adjust_gamma(image.clamp(0.0, 1.0), gamma)
         boxes = tv_tensors.BoundingBoxes(box_px[None], format="XYXY", canvas_size=(size, size))
         image, boxes = transform(tv_tensors.Image(image), boxes)
-    return image.as_subclass(torch.Tensor), boxes.as_subclass(torch.Tensor)[0]
+    return apply_pixels(image.as_subclass(torch.Tensor), boxes.as_subclass(torch.Tensor)[0],
+                        draw_pixels(aug, seed))
 
 
 @dataclass(frozen=True)
 class AffineDraw:
-    """One slice's augmentation: gamma exponent, then rotation (degrees), integer shift (pixels), scale."""
+    """One slice's augmentation: gamma exponent, then rotation (degrees), integer shift (pixels), scale;
+    then flip / window / noise (`pixels`)."""
 
     gamma: float
     angle: float
     shift: tuple[int, int]
     scale: float
+    pixels: PixelDraw = PixelDraw()
 
 
 def draw_augmentation(aug: Augmentation, seed: int, size: int) -> AffineDraw:
@@ -315,7 +394,7 @@ def draw_augmentation(aug: Augmentation, seed: int, size: int) -> AffineDraw:
     max_shift = float(aug.translate * size)
     shift = (int(round(uniform(-max_shift, max_shift))), int(round(uniform(-max_shift, max_shift))))
     scale = uniform(1.0 - aug.scale, 1.0 + aug.scale)
-    return AffineDraw(gamma, angle, shift, scale)
+    return AffineDraw(gamma, angle, shift, scale, draw_pixels(aug, seed))
 
 
 def affine_matrix(draw: AffineDraw, center: tuple[float, float], inverse: bool) -> list[float]:
@@ -386,7 +465,11 @@ def augment_batch(
     images = torch.nn.functional.grid_sample(
         images, grid, mode="nearest", padding_mode="zeros", align_corners=False
     )
-    return images, _enclosing_boxes(boxes_px.float(), draws, height, width)
+    boxes = _enclosing_boxes(boxes_px.float(), draws, height, width)
+    if any(d.pixels != PixelDraw() for d in draws):
+        pairs = [apply_pixels(i, b, d.pixels) for i, b, d in zip(images, boxes, draws, strict=True)]
+        images, boxes = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+    return images, boxes
 
 
 def load_slice(path: Path, size: int) -> torch.Tensor:
@@ -423,6 +506,8 @@ class LungBoxDataset(Dataset):
         self.aug, self.seed = aug, seed
         self._cache: dict[int, torch.Tensor] | None = {} if cache else None
         self._stack: torch.Tensor | None = None
+        # (image, box, weight) triples only when some slice weighs less (pseudo-labels)
+        self.weighted = any(item.weight != 1.0 for item in items)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -448,7 +533,7 @@ class LungBoxDataset(Dataset):
             return self._stack[torch.tensor(indices, dtype=torch.long)]
         return torch.stack([self._image(i) for i in indices])
 
-    def __getitems__(self, keys: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def __getitems__(self, keys: list[int]) -> list[tuple[torch.Tensor, ...]]:
         epochs, indices = zip(*(divmod(int(key), len(self.items)) for key in keys), strict=True)
         images = self._images(list(indices))
         boxes = torch.tensor([self.items[i].box for i in indices], dtype=torch.float32) * self.size
@@ -459,9 +544,12 @@ class LungBoxDataset(Dataset):
             ]
             images, boxes = augment_batch(images, boxes, draws)
         images = (images - self.mean) / self.std
+        if self.weighted:
+            weights = torch.tensor([self.items[i].weight for i in indices], dtype=torch.float32)
+            return list(zip(images, boxes, weights, strict=True))
         return list(zip(images, boxes, strict=True))
 
-    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, ...]:
         return self.__getitems__([key])[0]
 
 

@@ -88,6 +88,107 @@ class LungBoxRegressor(nn.Module):
         return self.net(x).clamp(0.0, float(self.image_size))
 
 
+HEADS = ("regress", "profile")
+PROFILE_STRIDE = 4  # one profile cell per 4 input pixels
+_PROFILE_CHANNELS = {"resnet18": (64, 128, 256), "resnet50": (256, 512, 1024)}
+
+
+def _profile_head(channels: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv1d(2 * channels, channels, 5, padding=2),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Conv1d(channels, 1, 5, padding=2),
+    )
+
+
+def interval_coverage(lo: torch.Tensor, hi: torch.Tensor, cells: int, cell: float) -> torch.Tensor:
+    """(batch, cells): the share of each cell [i*cell, (i+1)*cell) that the interval [lo, hi) covers."""
+    start = torch.arange(cells, dtype=lo.dtype, device=lo.device) * cell
+    overlap = torch.minimum(hi[:, None], start + cell) - torch.maximum(lo[:, None], start)
+    return (overlap / cell).clamp(0.0, 1.0)
+
+
+def interval_from_profile(p: torch.Tensor, cell: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lo, hi) in pixels from a (batch, cells) coverage profile in [0, 1]: counted out from its peak
+    (lo = the uncovered share of the cells before the peak, hi = the peak's end plus the covered
+    share after it), exact for a profile that is one interval's coverage."""
+    cells = p.shape[1]
+    index = torch.arange(cells, device=p.device)
+    peak = p.argmax(dim=1, keepdim=True)
+    lo = ((1.0 - p) * (index < peak)).sum(dim=1) * cell
+    hi = (peak[:, 0] + 1).to(p.dtype) * cell + (p * (index > peak)).sum(dim=1) * cell
+    return lo, hi
+
+
+class LungBoxProfiles(nn.Module):
+    """The box as two 1-D profiles: which columns and which rows the lung box covers.
+
+    A ResNet trunk (stem and layers 1-3, ImageNet names under `net`), a small feature pyramid at
+    stride 4, then per column (row) the max and mean of the features over the rows (columns) and a
+    1-D convolution giving, per cell, the share covered by the box. Everything is translation
+    equivariant, so a lung is found where it is, not where lungs were in training; the box is read
+    back from the profiles (`interval_from_profile`). Loss: binary cross-entropy against the true
+    box's coverage of each cell.
+    """
+
+    def __init__(self, backbone: str = "resnet18", image_size: int = 128, dropout: float = 0.2) -> None:
+        super().__init__()
+        if backbone not in _PROFILE_CHANNELS:
+            raise ValueError(f"head 'profile' needs backbone resnet18 or resnet50, got {backbone!r}")
+        from torchvision import models
+
+        self.backbone_name = backbone
+        self.image_size = int(image_size)
+        net = getattr(models, backbone)(weights=None)
+        net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        net.layer4, net.fc = nn.Identity(), nn.Identity()
+        self.net = net
+        width = 64
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in _PROFILE_CHANNELS[backbone])
+        self.smooth = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                    nn.ReLU(inplace=True))
+        self.heads = nn.ModuleList([_profile_head(width, dropout), _profile_head(width, dropout)])
+
+    def profiles(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(column logits (batch, W/4), row logits (batch, H/4))."""
+        net = self.net
+        f1 = net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x)))))
+        f2 = net.layer2(f1)
+        f3 = net.layer3(f2)
+        size = f1.shape[-2:]
+        up = lambda f: nn.functional.interpolate(f, size=size, mode="bilinear", align_corners=False)  # noqa: E731
+        fused = self.smooth(self.lateral[0](f1) + up(self.lateral[1](f2)) + up(self.lateral[2](f3)))
+        columns = torch.cat([fused.amax(dim=2), fused.mean(dim=2)], dim=1)
+        rows = torch.cat([fused.amax(dim=3), fused.mean(dim=3)], dim=1)
+        return self.heads[0](columns)[:, 0], self.heads[1](rows)[:, 0]
+
+    def boxes_from(self, logits_x: torch.Tensor, logits_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        x0, x1 = interval_from_profile(torch.sigmoid(logits_x), width / logits_x.shape[1])
+        y0, y1 = interval_from_profile(torch.sigmoid(logits_y), height / logits_y.shape[1])
+        return torch.stack([x0, y0, x1, y1], dim=1).clamp(0.0, float(self.image_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.boxes_from(*self.profiles(x), x)
+
+    def profile_loss(
+        self, x: torch.Tensor, boxes: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, predicted boxes): BCE of each profile against the box's coverage of its cells."""
+        logits_x, logits_y = self.profiles(x)
+        height, width = x.shape[-2:]
+        boxes = boxes.float()
+        target_x = interval_coverage(boxes[:, 0], boxes[:, 2], logits_x.shape[1], width / logits_x.shape[1])
+        target_y = interval_coverage(boxes[:, 1], boxes[:, 3], logits_y.shape[1], height / logits_y.shape[1])
+        bce = nn.functional.binary_cross_entropy_with_logits
+        per_slice = (bce(logits_x.float(), target_x, reduction="none").mean(dim=1)
+                     + bce(logits_y.float(), target_y, reduction="none").mean(dim=1))
+        if weights is not None:
+            per_slice = per_slice * weights.float()
+        return per_slice.mean(), self.boxes_from(logits_x.detach(), logits_y.detach(), x)
+
+
 class LungBoxEnsemble(nn.Module):
     """Several regressors on the same input; the prediction is the mean of their boxes."""
 
@@ -117,6 +218,13 @@ def model_args(settings: dict[str, Any]) -> dict[str, Any]:
     }
     if backbone == "ensemble":
         args["members"] = list(ENSEMBLE_MEMBERS)
+    head = str(settings.get("head", "regress"))
+    if head not in HEADS:
+        raise ValueError(f"unknown lung localizer head {head!r}; use one of {HEADS}")
+    if head != "regress":  # the reference head is implied (checkpoints written before the setting load)
+        if backbone not in _PROFILE_CHANNELS:
+            raise ValueError(f"head {head!r} needs backbone resnet18 or resnet50, got {backbone!r}")
+        args["head"] = head
     return args
 
 
@@ -125,8 +233,11 @@ def build_model(
     image_size: int = 512,
     dropout: float = 0.2,
     members: Sequence[str] | None = None,
+    head: str = "regress",
 ) -> nn.Module:
     """The network for `model_args(...)`; `backbone="ensemble"` builds every member."""
+    if head == "profile":
+        return LungBoxProfiles(backbone, image_size, dropout)
     if backbone == "ensemble":
         return LungBoxEnsemble(members or ENSEMBLE_MEMBERS, image_size, dropout)
     return LungBoxRegressor(backbone, image_size, dropout)
@@ -170,6 +281,8 @@ def init_head_bias(model: nn.Module, mean_box_px: Sequence[float]) -> None:
     """Start every head at the mean training box: the network then learns the deviations."""
     with torch.no_grad():
         for reg in regressors(model):
+            if not hasattr(reg, "head_out"):
+                continue  # the profile head has no box bias
             reg.head_out.bias.copy_(torch.as_tensor(mean_box_px, dtype=reg.head_out.bias.dtype))
             reg.head_out.weight.mul_(0.1)
 

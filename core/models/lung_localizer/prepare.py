@@ -16,7 +16,7 @@ import json
 import math
 import shutil
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -115,17 +115,10 @@ def group_volumes(locator: VolumeLocator, by_volume: dict[str, list[dict]]) -> d
 def _reset_out(out: Path) -> None:
     """Drop what an earlier prepare wrote here (its stats.json first: it marks a finished run)."""
     (out / "stats.json").unlink(missing_ok=True)
-    for split in ("train", "val"):
+    for split in ("train", "val", "pseudo"):
         if (out / split).is_dir():
             shutil.rmtree(out / split)
         (out / split).mkdir(parents=True)
-
-
-def _volume_slices(locator: VolumeLocator, volume_id: str, rows: list[dict]) -> np.ndarray:
-    """(n, y, x) HU of the annotated slices of one volume, in the order of `rows`."""
-    volume = locator.load(volume_id)
-    zs = [locator.slice_index(volume, r["Image"], int(r["Slice"])) for r in rows]
-    return volume.array[zs]
 
 
 def _write_stats(out: Path, stats: dict) -> None:
@@ -133,10 +126,13 @@ def _write_stats(out: Path, stats: dict) -> None:
 
 
 BLOCK_GAP = 2  # slices left out between the train and val blocks of one patient (neighbours look alike)
+SPLITS = ("auto", "patient", "blocks")
+PSEUDO_LABELS = ("off", "rule")
+PSEUDO_SPLIT = "pseudo"  # boxes.csv split of a rule box on an unannotated training slice (lower loss weight)
 
 
 def slice_block_split(n_rows: int, val_fraction: float) -> list[str]:
-    """Splits for the z-sorted annotated slices of the only patient: a contiguous block at the top of
+    """Splits for the z-sorted annotated slices of one volume: a contiguous block at the top of
     the stack is validation, `BLOCK_GAP` slices next to it are left out ("gap"), the rest train.
 
     One patient cannot be split by patient; a block hold-out keeps near-identical neighbouring
@@ -148,64 +144,140 @@ def slice_block_split(n_rows: int, val_fraction: float) -> list[str]:
     return ["train"] * (n_rows - n_val - BLOCK_GAP) + ["gap"] * BLOCK_GAP + ["val"] * n_val
 
 
+def choose_split(split: str, n_patients: int) -> str:
+    """The split a prepare run uses: `auto` = by patient when the slices come from two or more
+    patients, else contiguous slice blocks per volume."""
+    if split not in SPLITS:
+        raise TrainingDataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split == "auto":
+        return "patient" if n_patients >= 2 else "blocks"
+    return split
+
+
+SPLIT_TEXT = {
+    "patient": "whole patients held out (salted hash of the DICOM PatientID, else the series)",
+    "blocks": f"a contiguous block of the top annotated slices of each volume, {BLOCK_GAP} slices between "
+              "it and the training slices left out",
+}
+
+
+def select_rows(rows: list[dict], include_proposals: bool) -> tuple[list[dict], dict[str, int]]:
+    """The rows training uses: confirmed boxes, plus unconfirmed proposals (`core.annotate.is_proposal`)
+    when `include_proposals`; and the counts {"confirmed", "proposals", "proposals_used"}."""
+    from core.annotate import is_proposal
+
+    proposals = [r for r in rows if is_proposal(r)]
+    confirmed = [r for r in rows if not is_proposal(r)]
+    used = rows if include_proposals else confirmed
+    return used, {"confirmed": len(confirmed), "proposals": len(proposals),
+                  "proposals_used": len(proposals) if include_proposals else 0}
+
+
+def _pseudo_boxes(hu: np.ndarray, taken: set[int], below: int | None) -> list[tuple[int, tuple]]:
+    """[(z, box)] HU-rule boxes (`core.propose.propose_volume`) on slices not in `taken` (annotated,
+    proposal or not) and, when `below` is set, under the validation block (z < below)."""
+    from core.propose import propose_volume
+
+    boxes = propose_volume(hu)
+    return [(z, box) for z, box in sorted(boxes.items())
+            if z not in taken and (below is None or z < below)]
+
+
 def prepare_lung_dataset(csv_path: str | Path, data_root: str | Path, out_dir: str | Path,
                          val_fraction: float = 0.2, size: int = 512, seed: int = 0,
-                         progress: Callable[[str], object] = print) -> Path:
+                         progress: Callable[[str], object] = print, split: str = "auto",
+                         include_proposals: bool = False, pseudo_labels: str = "off",
+                         exclude_volumes: Iterable[str] = ()) -> Path:
     """Write `<out>/{train,val}/<n>.npy`, `boxes.csv`, `train_ids.txt`, `val_ids.txt`, `stats.json`.
 
-    Rows whose volume cannot be read are skipped and listed in stats.json ("skipped"); raises
-    TrainingDataError when nothing is left or the CSV holds no box.
+    `split`: patient (hold whole patients out), blocks (a block of top slices of each volume, with a
+    gap) or auto (patient with two or more patients, else blocks). Only confirmed boxes are used
+    unless `include_proposals`. `pseudo_labels="rule"` adds HU-rule boxes of the unannotated slices
+    of the training volumes (split "pseudo" in boxes.csv: the trainer gives them a lower weight).
+    Volumes in `exclude_volumes` (a scored, held-out volume) never enter. Rows whose volume cannot
+    be read are skipped and listed in stats.json ("skipped"); raises TrainingDataError when
+    nothing is left or the CSV holds no box.
     """
     if int(size) < 8:
         raise TrainingDataError(f"size must be at least 8 pixels, got {size}")
-    rows = BoxStore(csv_path).rows()
-    if not rows:
+    if pseudo_labels not in PSEUDO_LABELS:
+        raise TrainingDataError(f"pseudo_labels must be one of {', '.join(PSEUDO_LABELS)}, "
+                                f"got {pseudo_labels!r}")
+    all_rows = BoxStore(csv_path).rows()
+    if not all_rows:
         raise TrainingDataError(f"{csv_path}: no annotated slice to prepare (the CSV is empty or missing)")
+    excluded = set(exclude_volumes)
+    rows, counts = select_rows([r for r in all_rows if r["Volume"] not in excluded], include_proposals)
+    progress(f"{counts['confirmed']} confirmed box(es); {counts['proposals']} unconfirmed proposal(s) "
+             + ("included (include_proposals)" if include_proposals else "left out (include_proposals=false)")
+             + (f"; {len(excluded)} volume(s) excluded" if excluded else ""))
+    if not rows:
+        raise TrainingDataError(
+            f"{csv_path}: no confirmed box to train on ({counts['proposals']} unconfirmed proposal(s) left "
+            "out; confirm them on the Annotate page or set include_proposals=true)")
+    taken = {(r["Volume"], int(r["Slice"])) for r in all_rows}
     by_volume: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_volume[row["Volume"]].append(row)
     locator = VolumeLocator(data_root)
     groups = group_volumes(locator, by_volume)
-    train_ids, val_ids = split_groups(groups, val_fraction, seed)
-    one_patient = len(set(groups.values())) == 1 and val_fraction > 0
-    if one_patient:
-        progress("one patient only: validating on a block of its top slices (no patient split possible)")
+    chosen = choose_split(split, len(set(groups.values())))
+    val_ids = split_groups(groups, val_fraction, seed)[1] if chosen == "patient" else set()
+    n_patients = len(set(groups.values()))
+    progress(f"split {chosen} (setting {split}, {n_patients} patient(s)): {SPLIT_TEXT[chosen]}")
     out = Path(out_dir)
     _reset_out(out)
     table, skipped, totals = [], [], {"sum": 0.0, "sumsq": 0.0}
-    counters = {"train": 0, "val": 0}
+    counters = {"train": 0, "val": 0, PSEUDO_SPLIT: 0}
     for k, volume_id in enumerate(sorted(by_volume), start=1):
-        split = "val" if volume_id in val_ids else "train"
+        split_of_volume = "val" if volume_id in val_ids else "train"
         try:
-            vrows = sorted(by_volume[volume_id], key=lambda r: r["Slice"])
-            hu = _volume_slices(locator, volume_id, vrows)
+            vrows = sorted(by_volume[volume_id], key=lambda r: int(r["Slice"]))
+            volume = locator.load(volume_id)
+            hu = volume.array[[locator.slice_index(volume, r["Image"], int(r["Slice"])) for r in vrows]]
         except SlicewiseError as exc:
             skipped.append(f"{volume_id}: {exc}")
             progress(f"volume {k}/{len(by_volume)}: skipped {volume_id} ({exc})")
             continue
-        images = resize_square(lung_window_normalised(hu), int(size)).astype(np.float16)
-        splits = slice_block_split(len(vrows), val_fraction) if one_patient else [split] * len(vrows)
-        for image, row, split in zip(images, vrows, splits, strict=True):
-            if split == "gap":
-                continue
-            name = f"{split}/{counters[split]}.npy"
-            counters[split] += 1
+        splits = (slice_block_split(len(vrows), val_fraction) if chosen == "blocks"
+                  else [split_of_volume] * len(vrows))
+        items = list(zip(hu, vrows, splits, strict=True))
+        if pseudo_labels == "rule" and split_of_volume == "train":
+            held = [int(r["Slice"]) for r, s in zip(vrows, splits, strict=True) if s != "train"]
+            volume_taken = {z for v, z in taken if v == volume_id}
+            for z, box in _pseudo_boxes(volume.array, volume_taken, min(held) if held else None):
+                items.append((volume.array[z], {"Image": volume.slice_ids[z], "Xmin": box[0], "Ymin": box[1],
+                                                "Xmax": box[2], "Ymax": box[3], "Volume": volume_id,
+                                                "Slice": z}, PSEUDO_SPLIT))
+        kept = [(h, r, s) for h, r, s in items if s != "gap"]
+        images = (resize_square(lung_window_normalised(np.stack([h for h, _, _ in kept])), int(size))
+                  .astype(np.float16) if kept else [])
+        for image, (_, row, split_name) in zip(images, kept, strict=True):
+            name = f"{split_name}/{counters[split_name]}.npy"
+            counters[split_name] += 1
             np.save(out / name, image)
-            if split == "train":
+            if split_name != "val":
                 values = image.astype(np.float64)
                 totals["sum"] += values.sum() / values.size
                 totals["sumsq"] += np.square(values).sum() / values.size
-            table.append({**{c: row[c] for c in BOXES_COLUMNS[:7]}, "split": split, "file": name})
+            table.append({**{c: row[c] for c in BOXES_COLUMNS[:7]}, "split": split_name, "file": name})
         locator.forget(volume_id)
+        names = [s for _, _, s in items]
         progress(f"volume {k}/{len(by_volume)}: {volume_id} -> "
-                 + ", ".join(f"{splits.count(s)} {s}" for s in ("train", "val", "gap") if s in splits)
+                 + ", ".join(f"{names.count(s)} {s}" for s in ("train", "val", "gap", PSEUDO_SPLIT)
+                             if s in names)
                  + " slice(s)")
-    return _finish(out, table, skipped, totals, counters, int(size), seed, val_fraction, progress, groups)
+    info = {"split": chosen, "split_setting": split, "include_proposals": bool(include_proposals),
+            "confirmed_boxes": counts["confirmed"], "proposal_boxes": counts["proposals"],
+            "proposals_used": counts["proposals_used"], "pseudo_labels": pseudo_labels,
+            "n_pseudo": counters[PSEUDO_SPLIT], "excluded_volumes": sorted(excluded)}
+    return _finish(out, table, skipped, totals, counters, int(size), seed, val_fraction, progress, groups,
+                   info)
 
 
 def _finish(out: Path, table: list[dict], skipped: list[str], totals: dict, counters: dict, size: int,
             seed: int, val_fraction: float, progress: Callable[[str], object],
-            groups: dict[str, str]) -> Path:
+            groups: dict[str, str], info: dict) -> Path:
     if counters["train"] == 0:
         why = "; ".join(skipped) or "no rows"
         raise TrainingDataError(f"{out}: no training slice could be prepared ({why})")
@@ -216,21 +288,22 @@ def _finish(out: Path, table: list[dict], skipped: list[str], totals: dict, coun
     for split in ("train", "val"):
         ids = [r["Image"] for r in table if r["split"] == split]
         (out / f"{split}_ids.txt").write_text("".join(f"{i}\n" for i in ids))
-    mean = totals["sum"] / counters["train"]
-    std = math.sqrt(max(0.0, totals["sumsq"] / counters["train"] - mean * mean))
+    n_stats = counters["train"] + counters[PSEUDO_SPLIT]
+    mean = totals["sum"] / n_stats
+    std = math.sqrt(max(0.0, totals["sumsq"] / n_stats - mean * mean))
     stats = {"mean": mean, "std": std, "size": size, "n_train": counters["train"], "n_val": counters["val"],
              "seed": seed, "val_fraction": val_fraction, "scale": "value / 65535 (lung window / max)",
              "window": list(PRESETS["lung"]), "skipped": skipped,
              "train_volumes": sorted({r["Volume"] for r in table if r["split"] == "train"}),
              "val_volumes": sorted({r["Volume"] for r in table if r["split"] == "val"}),
-             "split_by": ("a block of one patient's top slices (one patient only)"
-                          if len(set(groups.values())) == 1 and counters["val"] else
-                          "patient (salted hash of the DICOM PatientID), else series"),
+             "split_by": SPLIT_TEXT[info["split"]], **info,
              "train_groups": sorted({groups[r["Volume"]] for r in table if r["split"] == "train"}),
              "val_groups": sorted({groups[r["Volume"]] for r in table if r["split"] == "val"})}
     if counters["val"] == 0:
-        progress("warning: no validation slice (annotate slices of at least two volumes)")
+        progress("warning: no validation slice (annotate more slices, or slices of a second patient)")
     _write_stats(out, stats)
-    progress(f"prepared {counters['train']} train / {counters['val']} val slices in {out} "
+    progress(f"prepared {counters['train']} train / {counters['val']} val slices"
+             + (f" + {counters[PSEUDO_SPLIT]} pseudo-labelled (HU rule)" if counters[PSEUDO_SPLIT] else "")
+             + f" in {out}, split {info['split']} "
              f"(mean {mean:.4f}, std {std:.4f})")
     return out

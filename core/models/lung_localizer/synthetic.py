@@ -37,9 +37,11 @@ def _shrink(hu: np.ndarray, size: int) -> np.ndarray:
 
 
 def placed_phantom_slices(
-    seed: int, size: int = 64, depth: int = 16, zoom: tuple[float, float] = (0.55, 1.0), copies: int = 1
+    seed: int, size: int = 64, depth: int = 16, zoom: tuple[float, float] = (0.55, 1.0), copies: int = 1,
+    where: tuple[float, float] = (0.0, 1.0),
 ) -> PlacedSlices:
-    """The lung slices of one phantom, each placed `copies` times at a random scale and position."""
+    """The lung slices of one phantom, each placed `copies` times at a random scale and position;
+    `where` limits the offsets to that share of the free space (0, 0.2: near the top-left corner)."""
     from core.phantoms import chest_ct_phantom
 
     phantom = chest_ct_phantom(
@@ -50,7 +52,8 @@ def placed_phantom_slices(
     slices, boxes = [], []
     for z in np.repeat(lung, copies):
         side = int(round(size * rng.uniform(*zoom)))
-        ox, oy = rng.integers(0, size - side + 1, size=2)
+        free = size - side
+        ox, oy = rng.integers(int(where[0] * free), int(where[1] * free) + 1, size=2)
         canvas = np.full((size, size), AIR_HU, np.float32)
         canvas[oy : oy + side, ox : ox + side] = _shrink(phantom.hu[z], side)
         x0, y0, x1, y1 = phantom.boxes[z]
@@ -66,13 +69,15 @@ def placed_phantom_slices(
     return PlacedSlices(np.stack(slices), np.asarray(boxes, np.float32), f"phantom_{seed:04d}")
 
 
-def write_prepared(out: Path, train: list[PlacedSlices], val: list[PlacedSlices], size: int) -> Path:
-    """Write the prepare step's layout (float16 .npy, boxes.csv, ids, stats.json) for placed slices."""
+def write_prepared(out: Path, train: list[PlacedSlices], val: list[PlacedSlices], size: int,
+                   pseudo: list[PlacedSlices] = ()) -> Path:
+    """Write the prepare step's layout (float16 .npy, boxes.csv, ids, stats.json) for placed slices;
+    `pseudo` groups get the split "pseudo" (HU-rule pseudo-labels: a lower loss weight in training)."""
     from core.models.lung_localizer.prepare import BOXES_COLUMNS, lung_window_normalised, resize_square
 
     out = Path(out)
     rows, sums, squares, n_train = [], 0.0, 0.0, 0
-    for split, groups in (("train", train), ("val", val)):
+    for split, groups in (("train", train), ("pseudo", pseudo), ("val", val)):
         (out / split).mkdir(parents=True, exist_ok=True)
         for group in groups:
             images = resize_square(lung_window_normalised(group.hu), size)
@@ -80,7 +85,7 @@ def write_prepared(out: Path, train: list[PlacedSlices], val: list[PlacedSlices]
                 name = f"{split}/{len(rows)}.npy"
                 np.save(out / name, image.astype(np.float16))
                 rows.append([f"{group.volume_id}#{z}", *map(float, box), group.volume_id, z, split, name])
-                if split == "train":
+                if split != "val":
                     sums += float(image.mean())
                     squares += float((image.astype(np.float64) ** 2).mean())
                     n_train += 1
@@ -92,7 +97,9 @@ def write_prepared(out: Path, train: list[PlacedSlices], val: list[PlacedSlices]
         (out / f"{split}_ids.txt").write_text("".join(f"{r[0]}\n" for r in rows if r[7] == split))
     mean = sums / n_train
     std = float(np.sqrt(max(squares / n_train - mean**2, 1e-12)))
-    stats = {"mean": mean, "std": std, "size": size, "n_train": n_train, "n_val": len(rows) - n_train}
+    n_pseudo = sum(1 for r in rows if r[7] == "pseudo")
+    stats = {"mean": mean, "std": std, "size": size, "n_train": n_train - n_pseudo,
+             "n_val": len(rows) - n_train, "n_pseudo": n_pseudo}
     (out / "stats.json").write_text(json.dumps(stats))
     return out
 
@@ -102,3 +109,30 @@ def phantom_dataset(out: Path, train_seeds: range, val_seeds: range, size: int =
     train = [placed_phantom_slices(s, size, copies=copies) for s in train_seeds]
     val = [placed_phantom_slices(s, size) for s in val_seeds]
     return write_prepared(out, train, val, size)
+
+
+def demo_chest_phantoms(cases: int = 8, seed: int = 0, matrix: int = 256):
+    """The demo data set's chest CT phantoms (`core.demo`: the same seeds, depths and spacings), in
+    memory: [(case id, ChestPhantom)]."""
+    from core.demo import case_seed
+    from core.phantoms import chest_ct_phantom
+
+    out = []
+    for i in range(cases):
+        rng = np.random.default_rng(case_seed(seed, "chest_ct", i))
+        depth = int(rng.integers(40, 61))
+        spacing = (float(rng.choice([2.0, 2.5, 3.0])), round(float(rng.uniform(0.65, 0.8)), 3))
+        phantom = chest_ct_phantom((depth, matrix, matrix), (spacing[0], spacing[1], spacing[1]),
+                                   seed=case_seed(seed, "chest_ct", i), lesions=i % 2 == 1)
+        out.append((f"chest_{i:03d}", phantom))
+    return out
+
+
+def slices_of(
+    hu: np.ndarray, boxes: np.ndarray, volume_id: str, zs: np.ndarray | None = None
+) -> PlacedSlices:
+    """PlacedSlices of a volume's slices `zs` (default: every slice with a box) as they are."""
+    boxes = np.asarray(boxes, np.float32)
+    if zs is None:
+        zs = np.flatnonzero(np.isfinite(boxes).all(axis=1))
+    return PlacedSlices(np.asarray(hu[zs], np.float32), boxes[zs], volume_id)

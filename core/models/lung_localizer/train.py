@@ -80,14 +80,24 @@ class LungLocalizerModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def _loss(self, x: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(
+        self, x: torch.Tensor, boxes: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if hasattr(self.model, "profile_loss"):
+            return self.model.profile_loss(x, boxes, weights)
         members = self.model.member_boxes(x)  # (m, batch, 4): each member learns the box
-        loss = torch.nn.functional.smooth_l1_loss(members.float(), boxes.expand_as(members).float())
+        if weights is None:
+            loss = torch.nn.functional.smooth_l1_loss(members.float(), boxes.expand_as(members).float())
+        else:  # pseudo-labelled slices weigh less (mean over all terms, as without weights)
+            terms = torch.nn.functional.smooth_l1_loss(
+                members.float(), boxes.expand_as(members).float(), reduction="none"
+            )
+            loss = (terms * weights.float().view(1, -1, 1)).mean()
         return loss, members.mean(dim=0)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, boxes = batch
-        loss, _ = self._loss(x, boxes)
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x, boxes = batch[0], batch[1]
+        loss, _ = self._loss(x, boxes, batch[2] if len(batch) > 2 else None)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         return loss
 
@@ -131,12 +141,7 @@ class LungDataModule(pl.LightningDataModule):
         super().__init__()
         self.data, self.settings = data, settings
         size, seed = int(settings["image_size"]), int(settings["seed"])
-        aug = Augmentation(
-            float(settings["aug_gamma"]),
-            float(settings["aug_rotate_deg"]),
-            float(settings["aug_scale"]),
-            float(settings["aug_translate"]),
-        )
+        aug = Augmentation.from_settings(settings)
         cache = cache_fits(data.train + data.val, size)
         self.train_set = LungBoxDataset(
             data.train, size, data.mean, data.std, aug if settings["augment"] else None, seed, cache
@@ -186,22 +191,29 @@ class LungDataModule(pl.LightningDataModule):
 
 
 def mean_box_px(data: PreparedLungData, size: int) -> list[float]:
-    return (np.mean([item.box for item in data.train], axis=0) * size).tolist()
+    boxes = [item.box for item in data.train if item.weight == 1.0] or [item.box for item in data.train]
+    return (np.mean(boxes, axis=0) * size).tolist()
 
 
 def make_training(
     settings: dict[str, Any], data: Path, run_dir: Path
 ) -> tuple[pl.LightningModule, pl.LightningDataModule]:
     """(module, datamodule) for `--data` (prepared folder, data root or annotation CSV)."""
-    prepared = read_prepared(resolve_lung_data(data, run_dir, settings, progress=log.info))
+    prepared = read_prepared(
+        resolve_lung_data(data, run_dir, settings, progress=log.info),
+        pseudo_weight=float(settings.get("pseudo_label_weight", 0.3)),
+    )
+    n_pseudo = sum(1 for item in prepared.train if item.weight != 1.0)
     log.info(
-        "lung data %s: %d train / %d val slices, stats mean %.4f std %.4f",
+        "lung data %s: %d train (%d of them HU-rule pseudo-labels) / %d val slices, stats mean %.4f std %.4f",
         prepared.root,
         len(prepared.train),
+        n_pseudo,
         len(prepared.val),
         prepared.mean,
         prepared.std,
     )
+    log.info("augmentation: %s", Augmentation.from_settings(settings) if settings["augment"] else "off")
     stats = {"mean": prepared.mean, "std": prepared.std, "size": prepared.size}
     module = LungLocalizerModule(settings, stats, mean_box_px(prepared, int(settings["image_size"])))
     return module, LungDataModule(prepared, settings)
