@@ -33,6 +33,8 @@ def _prepare(args: argparse.Namespace) -> None:
         size=args.size,
         seed=args.seed,
         progress=print,
+        split=args.split,
+        include_proposals=args.include_proposals,
     )
 
 
@@ -72,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", choices=("auto", "patient", "blocks"), default="auto",
+                   help="validation hold-out: whole patients, blocks of slices, or auto (patients when "
+                   "there are two or more, else blocks)")
+    p.add_argument("--include-proposals", action="store_true",
+                   help="train on unconfirmed proposals (annotator auto / model:<run>) too")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("train", help="train a model family in the foreground")

@@ -203,14 +203,23 @@ def _prepare_section(root: str) -> None:
     val = cols[1].number_input("Validation fraction", min_value=0.0, max_value=0.9, value=0.2, step=0.05,
                                key="review_val_fraction")
     seed = cols[2].number_input("Seed", min_value=0, value=0, step=1, key="review_seed")
+    cols = st.columns(2)
+    split = cols[0].selectbox("Validation split", ("auto", "patient", "blocks"), key="review_split",
+                              help="patient: whole patients held out; blocks: a block of each series' top "
+                              "slices (2 slices left out between); auto: patients when there are two or "
+                              "more, else blocks")
+    proposals = cols[1].checkbox("Include unconfirmed proposals", key="review_include_proposals",
+                                 help="boxes of the HU rule (auto) or of a model (model:<run>) that nobody "
+                                 "confirmed; left out by default")
     if st.button("Prepare", key="review_prepare", type="primary"):
-        _run_prepare(root, out, int(size), float(val), int(seed))
+        _run_prepare(root, out, int(size), float(val), int(seed), split, bool(proposals))
     stats = st.session_state.get("review_prepared")
     if stats:
         _show_stats(stats)
 
 
-def _run_prepare(root: str, out: str, size: int, val: float, seed: int) -> None:
+def _run_prepare(root: str, out: str, size: int, val: float, seed: int, split: str,
+                 include_proposals: bool) -> None:
     from core.models.lung_localizer.prepare import prepare_lung_dataset
 
     bar = st.progress(0.0, text="Preparing…")
@@ -223,7 +232,8 @@ def _run_prepare(root: str, out: str, size: int, val: float, seed: int) -> None:
     try:
         target = confine(out, allowed_roots(root))  # a typed folder: only under the data / runs root
         prepared = prepare_lung_dataset(settings.annotations_path(), root, target, val_fraction=val,
-                                        size=size, seed=seed, progress=progress)
+                                        size=size, seed=seed, progress=progress, split=split,
+                                        include_proposals=include_proposals)
     except (SlicewiseError, OSError) as exc:
         bar.empty()
         st.error(f"Prepare failed: {exc}")

@@ -154,11 +154,12 @@ def test_cli_prepare(annotated, data_root, tmp_path):
     out = tmp_path / "cli"
     result = subprocess.run(
         [sys.executable, "-m", "core", "prepare", "--csv", str(store.path), "--data", str(data_root),
-         "--out", str(out), "--size", "64"],
+         "--out", str(out), "--size", "64", "--split", "blocks"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "prepared" in result.stdout and (out / "stats.json").is_file()
+    assert "block" in json.loads((out / "stats.json").read_text())["split_by"]
     bad = subprocess.run([sys.executable, "-m", "core", "prepare", "--csv", str(tmp_path / "none.csv"),
                           "--data", str(data_root), "--out", str(out)], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
