@@ -129,7 +129,9 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("next", "Next slice", ("Right",)),
     Shortcut("next_empty", "Next slice without a box", ("N",)),
     Shortcut("confirm_next", "Confirm the proposal and go to the next slice", ("Enter",)),
-    Shortcut("propose", "Propose a box on this slice (HU rule)", ("P",)),
+    Shortcut("propose", "Propose a box on this slice (from the source chosen in Proposals from)", ("P",)),
+    Shortcut("next_uncertain", "Next uncertain slice: the unconfirmed one the chosen model is least sure of",
+             ("Q",)),
     Shortcut("delete", "Delete the box of this slice", ("Delete", "Backspace")),
     Shortcut("undo", "Undo the last change", ("U", "Ctrl+Z")),
     Shortcut("redo", "Redo", ("Shift+U", "Ctrl+Y")),
@@ -194,17 +196,6 @@ def next_without_box(n_slices: int, annotated: Iterable[int], current: int) -> i
         if z not in done:
             return z
     return None
-
-
-def slice_progress(z: int, n_slices: int, rows: Mapping[int, Mapping[str, Any]]) -> tuple[float, str]:
-    """(fraction confirmed, text) of the Annotate page's progress for slice z (shown from 1) given the
-    volume's rows {z: row}: boxes a person drew or confirmed, and proposals nobody has confirmed yet."""
-    proposed = sum(1 for row in rows.values() if box_kind(row) in ("rule", "model"))
-    confirmed = len(rows) - proposed
-    text = f"Slice {z + 1} of {n_slices} · {confirmed} of {n_slices} slices confirmed"
-    if proposed:
-        text += f" · {proposed} proposed"
-    return (confirmed / n_slices if n_slices else 0.0), text
 
 
 def clamp_slice(z: int, n_slices: int) -> int:
@@ -303,3 +294,74 @@ def requested_entry(paths: Iterable[Any], target: Any) -> int | None:
         if Path(path).resolve() == wanted:
             return index
     return None
+
+
+# ------------------------------------------------------------------------------ proposal sources
+
+RULE_CHOICE = "HU rule"  # the "Proposals from" option of the threshold rule (core.propose)
+
+
+def proposer_choices(run_labels: Iterable[str]) -> list[str]:
+    """The "Proposals from" options: the HU rule first, then the runs' labels as given (newest first)."""
+    return [RULE_CHOICE, *(label for label in run_labels if label != RULE_CHOICE)]
+
+
+def proposer_choice(current: str | None, choices: Sequence[str], pending: str | None = None) -> str:
+    """What "Proposals from" shows: `pending` (a run just trained, offered once) when it is offered,
+    else the current choice while it is still offered (a run deleted meanwhile is not), else the rule."""
+    for wanted in (pending, current):
+        if wanted and wanted in choices:
+            return wanted
+    return RULE_CHOICE
+
+
+def annotator_problem(typed: str | None) -> str | None:
+    """Why a typed annotator name cannot be used, or None: a name that reads as a proposal's
+    ("auto", "model:...") would make the person's boxes look unconfirmed."""
+    name = str(typed or "").strip()
+    if proposal_annotator(name) is None:
+        return None
+    return (f"\"{name}\" is the name proposals are stored under (\"{AUTO_ANNOTATOR}\" for the HU rule, "
+            f"\"{MODEL_ANNOTATOR_PREFIX}<run>\" for a model): type your own name or initials. "
+            "Until then boxes are saved under \"unknown\".")
+
+
+def person_name(typed: str | None) -> str:
+    """The name a person's boxes are saved under: the typed name, or "unknown" when it is empty or
+    reads as a proposal's (`annotator_problem`)."""
+    name = str(typed or "").strip()
+    return name if name and annotator_problem(name) is None else "unknown"
+
+
+def next_uncertain(order: Sequence[tuple[int, float]], current: int) -> tuple[int, float] | None:
+    """The most uncertain slice of `order` ([(z, score)], most uncertain first, as
+    core.model_proposals.uncertainty_order gives) that is not the slice on screen; the slice on
+    screen only when it is the only one left; None when the queue is empty."""
+    for z, score in order:
+        if z != current:
+            return z, score
+    return (order[0][0], order[0][1]) if order else None
+
+
+def uncertain_text(order: Sequence[tuple[int, float]], current: int, method: str) -> str:
+    """The caption under "Next uncertain slice": the slice on screen's score and rank when it is in
+    the queue, else the queue's head (slices shown from 1)."""
+    if not order:
+        return "Every slice is confirmed: the uncertainty queue is empty."
+    count = f"{len(order)} unconfirmed slice{'s' if len(order) != 1 else ''} in the queue"
+    rank = next((i for i, (z, _) in enumerate(order) if z == current), None)
+    if rank is not None:
+        return (f"Uncertainty ({method}) of slice {current + 1}: {order[rank][1]:.2f}, "
+                f"rank {rank + 1} of {count}")
+    z, score = order[0]
+    return f"{count}; most uncertain ({method}): slice {z + 1}, {score:.2f}"
+
+
+def propose_notice(written: bool, from_model: bool, row: Mapping[str, Any] | None) -> str | None:
+    """What the page says after "Propose box": None when a box was proposed; else why not (a model
+    never replaces a person's box; a model or the rule found no box)."""
+    if written:
+        return None
+    if from_model and row is not None and not is_proposal(row):
+        return "Your box on this slice stays: a model never replaces it (delete it to see the model's box)"
+    return "The model gives no box on this slice" if from_model else "No lung found on this slice"

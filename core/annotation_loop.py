@@ -68,24 +68,30 @@ class TrainingSet:
         return text
 
 
-def _rows_under(rows: Iterable[Mapping], data_root: Path | str | None) -> tuple[list[Mapping], int]:
-    """(rows of CT volumes under the data root, how many rows are not); all rows without a root."""
+def _rows_under(rows: Iterable[Mapping], data_root: Path | str | None,
+                counts: Any = None) -> tuple[list[Mapping], int]:
+    """(rows of CT volumes under the data root, how many rows are not); all rows without a root.
+    `counts`: the root's `annotation_review.RootCounts` when the caller has them already."""
     rows = list(rows)
-    if data_root is None:
+    if data_root is None and counts is None:
         return rows, 0
-    from core.annotation_review import root_slice_counts
+    if counts is None:
+        from core.annotation_review import root_slice_counts
 
-    slices = root_slice_counts(data_root).slices
+        counts = root_slice_counts(data_root)
+    slices = counts.slices
     inside = [r for r in rows if 0 <= int(r["Slice"]) < slices.get(str(r["Volume"]), 0)]
     return inside, len(rows) - len(inside)
 
 
 def training_set(annotations_csv: Path | str, data_root: Path | str | None = None,
-                 include_proposals: bool = False) -> TrainingSet:
-    """Counts of what `start_training` would train on (rows of CT volumes under `data_root`)."""
+                 include_proposals: bool = False, *, counts: Any = None) -> TrainingSet:
+    """Counts of what `start_training` would train on (rows of CT volumes under `data_root`).
+    `counts`: the data root's `annotation_review.RootCounts` when the caller has them (a page run
+    reuses its cached counts instead of walking the root again)."""
     path = Path(annotations_csv)
     rows = BoxStore(path).rows() if path.is_file() else []
-    inside, outside = _rows_under(rows, data_root)
+    inside, outside = _rows_under(rows, data_root, counts)
     sources = [proposal_source(r) for r in inside]
     volumes = {str(r["Volume"]) for r, s in zip(inside, sources, strict=True) if s is None}
     return TrainingSet(sources.count(None), sources.count("rule"), sources.count("model"), len(volumes),
@@ -268,3 +274,62 @@ def loop_jobs(runs_root: Path | str) -> list:
 def latest_loop_run(runs_root: Path | str) -> LungRun | None:
     """The newest finished run started from the Annotate page; None when there is none."""
     return next((r for r in lung_runs(runs_root) if r.origin == LOOP_ORIGIN), None)
+
+
+# ------------------------------------------------------------------------------ the Annotate page
+
+LOOP_SETTINGS_ENV = "SLICEWISE_LOOP_SETTINGS"  # settings on top of the quick preset for Train on these boxes
+
+
+def loop_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Settings that "Train on these boxes" puts on top of the quick preset, from the environment
+    variable SLICEWISE_LOOP_SETTINGS: comma-separated `key=value` pairs as the CLI's `--set` takes
+    them (e.g. `image_size=64,prepare_size=64,max_epochs=3` for a slow machine or a test). Empty:
+    none. Raises LoopError naming the variable for a malformed pair or an unknown setting."""
+    import os
+
+    from core.models import get_spec
+    from core.train.config import SettingsError, apply_overrides
+
+    text = str((os.environ if environ is None else environ).get(LOOP_SETTINGS_ENV) or "").strip()
+    items = [p.strip() for p in text.split(",") if p.strip()]
+    if not items:
+        return {}
+    try:
+        applied = apply_overrides(get_spec(FAMILY), items)
+    except SettingsError as exc:
+        raise LoopError(f"{LOOP_SETTINGS_ENV}: {exc}") from None
+    return {key: applied[key] for key in (item.partition("=")[0].strip() for item in items)}
+
+
+UNCERTAINTY_HELP = {
+    "tta": "tta: how much the model's box moves when the slice is flipped or shifted a little "
+           "(test-time augmentation); a model that follows the lungs barely moves. Four predictions "
+           "of the slices the first time.",
+    "rule": "rule: how far the model's box is from the HU rule's box (1 - IoU); cheap, but slices "
+            "without lungs (where the rule finds none) come first.",
+}
+
+
+def shown_job(session_job: str | None, jobs: Iterable[Any]) -> str | None:
+    """The loop job the page shows: the one started in this browser session, else (after a reload)
+    the newest one started from Annotate (`loop_jobs`, newest first); None when there is none."""
+    if session_job:
+        return session_job
+    return next((j.id for j in jobs), None)
+
+
+def finished_now(previous_state: str | None, status: Mapping[str, Any]) -> bool:
+    """Whether a job the page watched while it was live has just finished with a usable run: then
+    the page offers its boxes (selects the run in "Proposals from", once). A job first seen already
+    finished (a reload long after) is shown, not offered again."""
+    from core import jobs
+
+    live = previous_state is not None and previous_state not in jobs.FINAL_STATES
+    return live and status.get("state") == jobs.DONE and status.get("run") is not None
+
+
+def status_line(status: Mapping[str, Any]) -> str:
+    """The page's one status line: the job's state word first ("RUNNING · Training: epoch 3 of 60")."""
+    text = str(status.get("text") or "")
+    return f"{status.get('state')} · {text}" if text else str(status.get("state"))

@@ -3,17 +3,23 @@
 The slice fills the left of the page (pages/_ui/box_canvas.py, one component for the whole page);
 the controls sit beside it, each with its key. A drawn box is saved to the slice it was drawn on
 (core.annotate.new_edits), first thing in the page run that brings it and before any button acts.
+
+The loop in one place: proposals come from the HU rule or a trained lung-localizer run ("Proposals
+from"; core.model_proposals), "Next uncertain slice" goes where the chosen model is least sure, and
+"Train on these boxes" trains the quick preset on the confirmed boxes in the background
+(core.annotation_loop) while a live status line follows it; its run is then offered as proposals.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import streamlit as st
 
-from core import annotate, annotation_review, render, settings
+from core import annotate, annotation_loop, annotation_review, model_proposals, render, settings
 from core.annotations import BoxStore
 from core.errors import SlicewiseError
 from core.volume import Volume
@@ -31,6 +37,14 @@ HANDLED_KEY = "annotate_handled"  # seqs of the canvas edits already stored (cor
 WINDOW_KEY = "annotate_window_name"
 NOTICE_KEY = "annotate_notice"
 LOCK_KEY = "annotate_store_lock"
+PROPOSER_KEY = "annotate_proposer"  # "Proposals from": the HU rule or a run's label
+PROPOSER_PENDING = "annotate_proposer_pending"  # a run to select once (a loop job just finished)
+REPLACE_KEY = "annotate_replace"  # "Replace unconfirmed proposals"
+METHOD_KEY = "annotate_uncertainty"  # tta / rule
+ORDERED_KEY = "annotate_ordered"  # (run, checkpoint, volume, method) whose uncertainty order is computed
+JOB_KEY = "annotate_loop_job"  # the loop job this session shows
+SEEN_KEY = "annotate_loop_seen"  # {job id: state last seen}: a job seen live and then DONE is offered once
+LOOP_ERROR_KEY = "annotate_loop_error"
 
 CSS = """
 <style>
@@ -49,11 +63,11 @@ def _store() -> BoxStore:
 
 
 def _who() -> str:
-    """The annotator name, readable from callbacks (no widget)."""
+    """The annotator name, readable from callbacks (no widget); never a proposal's name."""
     logged_in = st.session_state.get("auth_user")
     if logged_in:
         return str(logged_in)
-    return str(st.session_state.get(NAME_KEY) or "").strip() or "unknown"
+    return annotate.person_name(st.session_state.get(NAME_KEY))
 
 
 def _annotator() -> str:
@@ -67,7 +81,10 @@ def _annotator() -> str:
     name = st.sidebar.text_input("Annotator", key=NAME_KEY, placeholder="your name or initials")
     if name and st.query_params.get("annotator") != name:
         st.query_params["annotator"] = name  # survives a browser reload
-    return name.strip() or "unknown"
+    problem = annotate.annotator_problem(name)
+    if problem:
+        st.sidebar.error(problem)
+    return annotate.person_name(name)
 
 
 # ------------------------------------------------------------------------------ edits from the canvas
@@ -169,6 +186,17 @@ def _root_counts(root: str) -> annotation_review.RootCounts:
     return annotation_review.root_slice_counts(root)
 
 
+@st.cache_data(ttl=10, max_entries=4, show_spinner=False)
+def _lung_runs(runs_root: str) -> list[model_proposals.LungRun]:
+    """Finished lung-localizer runs, newest first; cleared when a loop job finishes."""
+    return model_proposals.lung_runs(runs_root)
+
+
+@st.cache_data(ttl=5, max_entries=4, show_spinner=False)
+def _newest_loop_job(runs_root: str) -> str | None:
+    return annotation_loop.shown_job(None, annotation_loop.loop_jobs(runs_root))
+
+
 # ------------------------------------------------------------------------------------ callbacks
 
 
@@ -194,9 +222,20 @@ def _confirm(store: BoxStore, volume: Volume, z: int, who: str, then: int | None
         _go(then)
 
 
-def _propose(store: BoxStore, volume: Volume, z: int) -> None:
-    if annotate.propose_for_slice(store, volume, z) is None:
-        st.session_state[NOTICE_KEY] = "No lung found on this slice"
+def _propose(store: BoxStore, volume: Volume, z: int, run: model_proposals.LungRun | None) -> None:
+    """A proposal for the slice on screen from the chosen source: the HU rule replaces the slice's
+    box; a model replaces a proposal, never a person's box."""
+    try:
+        if run is None:
+            written = annotate.propose_for_slice(store, volume, z) is not None
+        else:
+            written = model_proposals.propose_with_model(store, volume, run, slices=[z], overwrite=True) > 0
+    except SlicewiseError as exc:
+        st.session_state[NOTICE_KEY] = str(exc)
+        return
+    notice = annotate.propose_notice(written, run is not None, store.get(volume.slice_ids[z]))
+    if notice:
+        st.session_state[NOTICE_KEY] = notice
     _bump()
 
 
@@ -268,7 +307,8 @@ def _proposal_controls(store: BoxStore, volume: Volume, z: int, row: dict | None
     reviewed = {r.slice: r for r in annotation_review.review_rows(store, volume.volume_id)}
     notes = []
     if proposal:
-        source = "a model, cyan" if annotate.box_kind(row) == "model" else "the HU rule, orange"
+        source = (f"{row['Annotator']}, cyan" if annotate.box_kind(row) == "model"
+                  else "the HU rule, orange")
         notes.append(f"Proposed box ({source}): confirm it, or draw over it and it becomes yours.")
     elif z in reviewed and reviewed[z].iou is not None:
         notes.append(f"IoU proposal → final on this slice: {reviewed[z].iou:.3f}.")
@@ -278,13 +318,33 @@ def _proposal_controls(store: BoxStore, volume: Volume, z: int, row: dict | None
     st.caption(" ".join(notes) or "No proposal on this slice.")
 
 
-def _edit_controls(store: BoxStore, volume: Volume, z: int, has_box: bool) -> None:
+def _proposer() -> model_proposals.LungRun | None:
+    """The "Proposals from" choice: None for the HU rule, else the chosen run."""
+    runs = _lung_runs(str(settings.runs_root()))
+    labels = [run.label for run in runs]
+    choices = annotate.proposer_choices(labels)
+    st.session_state[PROPOSER_KEY] = annotate.proposer_choice(
+        st.session_state.get(PROPOSER_KEY), choices, st.session_state.pop(PROPOSER_PENDING, None))
+    choice = st.selectbox("Proposals from", choices, key=PROPOSER_KEY,
+                          help="Where Propose box (P) and Propose for all slices take their boxes from: "
+                               "the HU rule (threshold segmentation, orange, annotator 'auto') or a trained "
+                               "lung-localizer run, newest first (cyan, annotator 'model:<run>')")
+    return runs[labels.index(choice)] if choice in labels else None
+
+
+def _edit_controls(store: BoxStore, volume: Volume, z: int, has_box: bool) -> model_proposals.LungRun | None:
     ct = volume.modality == "CT"
+    run = _proposer()
+    source = "the HU rule (annotator 'auto')" if run is None else f"{run.name} (annotator '{run.annotator}')"
     with _row():
-        _button("propose", "Propose box", disabled=not ct, on_click=_propose, args=(store, volume, z),
-                help_text="Threshold segmentation of the lungs on this slice (annotator 'auto')")
+        _button("propose", "Propose box", disabled=not ct, on_click=_propose, args=(store, volume, z, run),
+                help_text=f"A box for this slice from {source}")
         propose_all = st.button("Propose for all slices", disabled=not ct, key="annotate_propose_all",
-                                help="Boxes for every slice without one (annotator 'auto'); one undo step")
+                                help=f"Boxes from {source} for every slice without a box; a person's box is "
+                                     "never replaced; one undo step")
+    replace = st.checkbox("Replace unconfirmed proposals", key=REPLACE_KEY, disabled=not ct,
+                          help="Propose for all slices also replaces proposals nobody has confirmed yet "
+                               "(of either source); a person's box is never replaced")
     with _row():
         _button("delete", "Delete", disabled=not has_box, on_click=_delete, args=(store, volume, z),
                 help_text="Delete the box of this slice")
@@ -293,11 +353,58 @@ def _edit_controls(store: BoxStore, volume: Volume, z: int, has_box: bool) -> No
         _button("redo", "Redo", disabled=not store.can_redo(), on_click=_redo, args=(store,),
                 help_text="Redo the last undone change")
     if propose_all:
-        with st.spinner("Proposing boxes…"), _lock():
-            written = annotate.propose_for_volume(store, volume)
-        st.session_state[NOTICE_KEY] = f"{written} box(es) proposed"
+        with st.spinner(f"Proposing boxes from {run.name if run else 'the HU rule'}…"), _lock():
+            try:
+                if run is None:
+                    written = annotate.propose_for_volume(store, volume, overwrite=replace)
+                else:
+                    written = model_proposals.propose_with_model(store, volume, run, overwrite=replace)
+                st.session_state[NOTICE_KEY] = f"{written} box(es) proposed"
+            except SlicewiseError as exc:
+                st.session_state[NOTICE_KEY] = str(exc)
         _bump()
         st.rerun()
+    return run
+
+
+def _uncertain_controls(volume: Volume, annotated: dict[int, dict], z: int,
+                        run: model_proposals.LungRun | None) -> None:
+    """"Next uncertain slice": the unconfirmed slice the chosen model is least sure of."""
+    usable = run is not None and volume.modality == "CT"
+    with _row():
+        pressed = _button("next_uncertain", "Next uncertain slice", disabled=not usable,
+                          help_text="Go to the unconfirmed slice the chosen model is least sure of")
+        method = st.selectbox("Uncertainty", model_proposals.METHODS, key=METHOD_KEY, width=100,
+                              label_visibility="collapsed", disabled=not usable,
+                              help="How the model's uncertainty is measured. "
+                                   + " ".join(annotation_loop.UNCERTAINTY_HELP.values()))
+    if not usable:
+        st.caption("Choose a trained run in Proposals from to visit the slices it is least sure of first."
+                   if volume.modality == "CT" else "Uncertainty needs a CT volume.")
+        return
+    key = (str(run.path), str(run.checkpoint), volume.volume_id, method)
+    ordered = st.session_state.get(ORDERED_KEY, set())
+    if not pressed and key not in ordered:
+        st.caption("Press Q: the unconfirmed slices are ordered by the model's uncertainty "
+                   "(the first time takes some seconds).")
+        return
+    waiting = st.spinner("Ordering the unconfirmed slices by the model's uncertainty…")
+    try:
+        with waiting if key not in ordered else nullcontext():
+            order = model_proposals.uncertainty_order(
+                volume, run, annotation_review.confirmed_slices(annotated), method)
+    except SlicewiseError as exc:
+        st.error(str(exc))
+        return
+    st.session_state[ORDERED_KEY] = {*ordered, key}
+    if pressed:
+        target = annotate.next_uncertain(order, z)
+        if target is None:
+            st.session_state[NOTICE_KEY] = "Every slice is confirmed: no uncertain slice left"
+        elif target[0] != z:
+            _go(target[0])
+            st.rerun()
+    st.caption(annotate.uncertain_text(order, z, method))
 
 
 def _window_controls(modality: str) -> str:
@@ -334,11 +441,12 @@ def _header(windows: list[tuple[str, str]]) -> None:
 
 
 def _progress(z: int, volume: Volume, annotated: dict[int, dict], store: BoxStore) -> None:
-    fraction, text = annotate.slice_progress(z, volume.shape[0], annotated)
-    st.progress(fraction, text=text)
+    """Confirmed and proposed apart: this volume, and the CT volumes of the data root."""
+    here = annotation_review.volume_progress(annotated, volume.shape[0], z)
+    st.progress(here.fraction, text=here.text())
     counts = _root_counts(str(data_root()))
     if counts.total:
-        done = annotation_review.root_progress(store.rows(), counts)
+        done = annotation_review.ct_progress(store.rows(), counts)
         st.progress(done.fraction, text=done.text())
 
 
@@ -348,6 +456,96 @@ def _box_text(row: dict | None) -> None:
                    f"Ymax {row['Ymax']:.4f} · by {row['Annotator']} · {row['Updated']}")
     else:
         st.caption("No box on this slice.")
+
+
+# ------------------------------------------------------------------------------------- the loop
+
+
+def _start_training() -> None:
+    """Train on these boxes: a background job, quick preset, on the annotations as they are now."""
+    st.session_state.pop(LOOP_ERROR_KEY, None)
+    try:
+        job_id = annotation_loop.start_training(
+            data_root(), settings.runs_root(), settings.annotations_path(), preset="quick",
+            settings=annotation_loop.loop_overrides())
+    except SlicewiseError as exc:
+        st.session_state[LOOP_ERROR_KEY] = str(exc)
+        return
+    st.session_state[JOB_KEY] = job_id
+    st.session_state[SEEN_KEY] = {**st.session_state.get(SEEN_KEY, {}), job_id: "SUBMITTED"}
+    _newest_loop_job.clear()
+
+
+def _loop_status(job_id: str) -> dict | None:
+    try:
+        return annotation_loop.loop_status(settings.runs_root(), job_id)
+    except (SlicewiseError, OSError, ValueError):
+        return None  # the job folder was deleted or cannot be read
+
+
+def _observe(status: dict) -> None:
+    """Remember the state seen; a job watched while live that is now DONE is offered once: its run is
+    selected in Proposals from and a toast says so (the page runs again to show it)."""
+    seen = st.session_state.setdefault(SEEN_KEY, {})
+    previous = seen.get(status["job"])
+    seen[status["job"]] = status["state"]
+    if status["final"] and previous is not None and previous != status["state"]:
+        _lung_runs.clear()
+        if annotation_loop.finished_now(previous, status):
+            run = model_proposals.lung_run(status["run"])
+            if run is not None:
+                st.session_state[PROPOSER_PENDING] = run.label
+                st.session_state[NOTICE_KEY] = f"Run {run.name} finished: its boxes are offered as proposals"
+        st.rerun()
+
+
+def _show_status(status: dict) -> None:
+    line = annotation_loop.status_line(status)
+    with st.container(key="annotate_loop_status"):
+        if not status["final"]:
+            st.progress(min(1.0, max(0.0, status["fraction"] or 0.0)), text=line)
+        elif status["state"] == "DONE" and status["run"] is not None:
+            st.caption(line)
+        else:
+            st.error(line)
+
+
+@st.fragment(run_every=2)
+def _live_status(job_id: str) -> None:
+    """The running job's status line, polled every 2 s without running the page (the canvas stays)."""
+    status = _loop_status(job_id)
+    if status is None:
+        return
+    _observe(status)
+    _show_status(status)
+
+
+def _loop_controls() -> None:
+    """Train on these boxes, what it will train on, and the job's live status."""
+    root = data_root()
+    found = annotation_loop.training_set(settings.annotations_path(), root, counts=_root_counts(str(root)))
+    job_id = st.session_state.get(JOB_KEY) or _newest_loop_job(str(settings.runs_root()))
+    status = _loop_status(job_id) if job_id else None
+    if status is None:
+        st.session_state.pop(JOB_KEY, None)
+    else:
+        st.session_state[JOB_KEY] = job_id
+    live = status is not None and not status["final"]
+    st.button("Train on these boxes", key="annotate_train", disabled=live,
+              on_click=_after_edits(_start_training),
+              help="Train the lung localizer (quick preset) on the confirmed boxes of the data root's CT "
+                   "volumes, in the background; when it is done its boxes are offered as proposals")
+    st.caption(found.text() + ("." if found.confirmed else ": confirm boxes first."))
+    error = st.session_state.pop(LOOP_ERROR_KEY, None)
+    if error:
+        st.error(error)
+    if status is None:
+        return
+    if live:
+        _live_status(status["job"])
+    else:
+        _observe(status)
+        _show_status(status)
 
 
 # ------------------------------------------------------------------------------------------ page
@@ -388,9 +586,11 @@ def main() -> None:
         _progress(z, volume, annotated, store)
         row = annotated.get(z)
         _proposal_controls(store, volume, z, row, who)
-        _edit_controls(store, volume, z, row is not None)
+        run = _edit_controls(store, volume, z, row is not None)
+        _uncertain_controls(volume, annotated, z, run)
         window_name = _window_controls(volume.modality)
         _box_text(row)
+        _loop_controls()
     notice = st.session_state.pop(NOTICE_KEY, None)
     if notice:
         st.toast(notice)

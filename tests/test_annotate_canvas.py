@@ -78,12 +78,13 @@ def test_box_kind_tells_people_rule_and_model_apart():
     assert len(set(annotate.BOX_COLOURS.values())) == 3
 
 
-def test_progress_counts_confirmed_and_proposed_apart_and_slices_from_one():
+def test_the_page_progress_is_annotation_review_volume_progress():
+    """One progress text for the page (core.annotation_review.volume_progress), none here."""
+    assert not hasattr(annotate, "slice_progress")
+    from core.annotation_review import volume_progress
+
     rows = {0: {"Annotator": "ab"}, 1: {"Annotator": "auto"}, 2: {"Annotator": "model:r"}}
-    fraction, text = annotate.slice_progress(4, 10, rows)
-    assert fraction == pytest.approx(0.1)
-    assert text == "Slice 5 of 10 · 1 of 10 slices confirmed · 2 proposed"
-    assert annotate.slice_progress(0, 3, {})[1] == "Slice 1 of 3 · 0 of 3 slices confirmed"
+    assert volume_progress(rows, 10, 4).text() == "Slice 5 of 10 · 1 confirmed · 2 proposed (unconfirmed)"
 
 
 def test_keys_every_action_has_one_button_shortcut_and_the_extras_press_buttons():

@@ -124,7 +124,7 @@ def test_draw_move_resize_replace_reload_delete_undo_in_the_browser(page, tmp_pa
         page.reload()
         wait_shown(page, vid, z)
         page.get_by_text(f"Box Xmin {row['Xmin']:.4f}").wait_for()
-        page.get_by_text(f"1 of {N_SLICES} slices confirmed").wait_for()
+        page.get_by_text(f"Slice {z + 1} of {N_SLICES} · 1 confirmed · 0 proposed").wait_for()
         page.screenshot(path=str(SHOTS / "annotate_reloaded.png"))
         assert len(store) == 1 and store.get(row["Image"]) == row  # showing the saved box wrote nothing
 

@@ -209,10 +209,13 @@ def test_annotate_confirm_proposal_and_root_progress(data_root, tmp_path):
     store = _store(tmp_path)
     assert store.get(volume.slice_ids[z])["Annotator"] == "auto" and "Proposed box" in _texts(at)
     texts = [p.proto.text for p in at.get("progress")]
-    assert any(t.startswith(f"Data root: 1 / {2 * N_SLICES} slices annotated") for t in texts)
+    assert f"Slice {z + 1} of {N_SLICES} · 0 confirmed · 1 proposed (unconfirmed)" in texts
+    assert f"CT volumes: 0 confirmed, 1 proposed of {2 * N_SLICES} slices in 2 volumes" in texts
     at.button(key="annotate_confirm").click().run()
     assert not at.exception
     assert store.get(volume.slice_ids[z])["Annotator"] == "dr_x"
+    assert f"CT volumes: 1 confirmed, 0 proposed of {2 * N_SLICES} slices in 2 volumes" in [
+        p.proto.text for p in at.get("progress")]
     assert "IoU proposal → final on this slice: 1.000" in _texts(at)
     at.button(key="annotate_propose_all").click().run()
     at.button(key="annotate_next").click().run()
