@@ -110,7 +110,8 @@ class Page:
         self.page.get_by_role("option", name=re.compile(re.escape(run_name))).click()
         self.page.wait_for_function(
             "(n) => [...document.querySelectorAll('[data-testid=stSelectbox]')]"
-            ".some(s => s.innerText.includes('Proposals from') && s.innerText.includes(n))", arg=run_name)
+            ".some(s => s.innerText.includes('Proposals from') && [...s.querySelectorAll('input')]"
+            ".some(i => i.value.includes(n)))", arg=run_name)
 
     def wait_kind(self, kind: str) -> None:
         self.page.wait_for_function(f"() => ({KIND_JS})() === '{kind}'", polling="raf", timeout=60_000)

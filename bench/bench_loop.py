@@ -61,14 +61,15 @@ def _lidc() -> Path | None:
     return path if path.exists() else None
 
 
-def _place_volume(source: Path | None, root: Path) -> tuple[Path, str]:
+def _place_volume(source: Path | None, root: Path,
+                  phantom_shape: tuple[int, int, int] = PHANTOM_SHAPE) -> tuple[Path, str]:
     """Copy the volume into the data root (or write the phantom); (its path there, a description)."""
     (root / "ct").mkdir(parents=True, exist_ok=True)
     if source is None:
         from bench.bench_annotate import _write
 
-        _write(root, "phantom", PHANTOM_SHAPE, PHANTOM_SPACING, seed=3)
-        shape = "x".join(str(s) for s in PHANTOM_SHAPE[::-1])
+        _write(root, "phantom", phantom_shape, PHANTOM_SPACING, seed=3)
+        shape = "x".join(str(s) for s in phantom_shape[::-1])
         return root / "ct" / "phantom", f"synthetic chest CT (core.phantoms, {shape})"
     target = root / "ct" / source.name
     if source.is_dir():
@@ -155,7 +156,8 @@ class LoopPage:
         try:
             self.page.wait_for_function(
                 "(n) => [...document.querySelectorAll('[data-testid=stSelectbox]')]"
-                ".some(s => s.innerText.includes('Proposals from') && s.innerText.includes(n))",
+                ".some(s => s.innerText.includes('Proposals from') && [...s.querySelectorAll('input')]"
+                ".some(i => i.value.includes(n)))",
                 arg=run_name, timeout=timeout * 1000)
             return True
         except Exception:  # noqa: BLE001 - playwright's TimeoutError
@@ -221,7 +223,7 @@ def _wait_state(p: LoopPage, timeout: float, runs_root: Path) -> tuple[str, str]
 
 
 def run_loop(source: Path | None, confirm: int, train_timeout: float, out: dict,
-             loop_settings: str = "") -> dict:
+             loop_settings: str = "", phantom_shape: tuple[int, int, int] = PHANTOM_SHAPE) -> dict:
     """Run the loop, filling `out` as it goes (what was measured stays there if a phase fails)."""
     from playwright.sync_api import sync_playwright
 
@@ -233,7 +235,7 @@ def run_loop(source: Path | None, confirm: int, train_timeout: float, out: dict,
         tmp = Path(folder)
         root, app = tmp / "data", tmp / "app"
         app.mkdir()
-        path, out["volume"] = _place_volume(source, root)
+        path, out["volume"] = _place_volume(source, root, phantom_shape)
         volume = load_volume(path)
         n = volume.shape[0]
         out["shape"] = volume.shape
@@ -388,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="settings on top of the quick preset for Train on these boxes "
                              "(SLICEWISE_LOOP_SETTINGS, e.g. max_epochs=3 for a smoke run)")
     parser.add_argument("--phantom", action="store_true", help="the synthetic chest CT even if LIDC is here")
+    parser.add_argument("--phantom-shape", default="x".join(str(s) for s in PHANTOM_SHAPE),
+                        help="slices x rows x columns of the synthetic CT")
     args = parser.parse_args(argv)
     SHOTS.mkdir(exist_ok=True)
     source = args.volume if args.volume is not None else (None if args.phantom else _lidc())
@@ -395,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = None
     with LoadSampler() as load:
         try:
-            run_loop(source, args.confirm, args.train_timeout, out, args.loop_settings)
+            shape = tuple(int(v) for v in args.phantom_shape.lower().split("x"))
+            run_loop(source, args.confirm, args.train_timeout, out, args.loop_settings, shape)
         except Exception as exc:  # noqa: BLE001 - the bench reports how far it came
             failed = f"{type(exc).__name__}: {exc}"
     if "phases" in out and "n" in out:
