@@ -353,18 +353,24 @@ def _edit_controls(store: BoxStore, volume: Volume, z: int, has_box: bool) -> mo
         _button("redo", "Redo", disabled=not store.can_redo(), on_click=_redo, args=(store,),
                 help_text="Redo the last undone change")
     if propose_all:
-        with st.spinner(f"Proposing boxes from {run.name if run else 'the HU rule'}…"), _lock():
+        with st.spinner(f"Proposing boxes from {run.name if run else 'the HU rule'}…"):
             try:
-                if run is None:
-                    written = annotate.propose_for_volume(store, volume, overwrite=replace)
-                else:
-                    written = model_proposals.propose_with_model(store, volume, run, overwrite=replace)
+                if run is not None:  # predicted (and kept) before the lock: boxes drawn meanwhile are stored
+                    model_proposals.predict_boxes(volume, run)
+                with _lock():
+                    written = _propose_all(store, volume, run, replace)
                 st.session_state[NOTICE_KEY] = f"{written} box(es) proposed"
             except SlicewiseError as exc:
                 st.session_state[NOTICE_KEY] = str(exc)
         _bump()
         st.rerun()
     return run
+
+
+def _propose_all(store: BoxStore, volume: Volume, run: model_proposals.LungRun | None, replace: bool) -> int:
+    if run is None:
+        return annotate.propose_for_volume(store, volume, overwrite=replace)
+    return model_proposals.propose_with_model(store, volume, run, overwrite=replace)
 
 
 def _uncertain_controls(volume: Volume, annotated: dict[int, dict], z: int,

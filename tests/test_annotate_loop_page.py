@@ -61,7 +61,8 @@ def test_next_uncertain_has_a_key_listed_with_the_others():
 def test_propose_notice_says_why_nothing_was_proposed():
     assert annotate.propose_notice(True, True, None) is None
     assert "stays" in annotate.propose_notice(False, True, {"Annotator": "dr_x"})
-    assert annotate.propose_notice(False, True, {"Annotator": "auto"}) == "The model gives no box on this slice"
+    assert annotate.propose_notice(False, True, {"Annotator": "auto"}) == \
+        "The model gives no box on this slice"
     assert annotate.propose_notice(False, False, None) == "No lung found on this slice"
 
 
@@ -96,3 +97,17 @@ def test_the_status_line_starts_with_the_state_word():
         "RUNNING · Training: epoch 3 of 60"
     assert loop.status_line({"state": "QUEUED", "text": ""}) == "QUEUED"
     assert set(loop.UNCERTAINTY_HELP) == {"tta", "rule"}
+
+
+def test_training_set_with_the_pages_cached_counts_is_the_same(tmp_path):
+    from core.annotation_review import RootCounts
+    from core.annotations import BoxStore
+
+    store = BoxStore(tmp_path / "a.csv")
+    store.upsert("img-1", 0.1, 0.1, 0.8, 0.8, volume="v1", slice=0, annotator="dr")
+    store.upsert("img-2", 0.1, 0.1, 0.8, 0.8, volume="v1", slice=1, annotator="auto")
+    store.upsert("img-3", 0.1, 0.1, 0.8, 0.8, volume="elsewhere", slice=0, annotator="dr")
+    found = loop.training_set(store.path, None, counts=RootCounts({"v1": 4}))
+    assert (found.confirmed, found.rule, found.outside) == (1, 1, 1)
+    assert found.text() == "Trains on 1 confirmed box of 1 volume; 1 proposal (unconfirmed) left out; " \
+        "1 box(es) of volumes not under the data root are not used"
