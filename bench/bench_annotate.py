@@ -432,7 +432,7 @@ def _warm(browser, url: str, volume, run_name: str, z: int) -> float:
         context.close()
 
 
-def _pace_table(results: dict, count: int, model: dict | None = None) -> None:
+def _pace_table(results: dict, count: int, model: dict | None = None, load: tuple = ()) -> None:
     print(f"\nPage cost per slice, {count} consecutive lung slices of a {PACE_SHAPE[1]}x{PACE_SHAPE[2]}x"
           f"{PACE_SHAPE[0]} chest CT, 1600x1000 window, Chromium headless")
     print(f"{'workflow':<30}{'keys p50':>9}{'keys mean':>10}{'mouse p50':>10}{'mouse mean':>11}"
@@ -454,6 +454,9 @@ def _pace_table(results: dict, count: int, model: dict | None = None) -> None:
               f"before the app started; the server's first model proposal, which loads the checkpoint, "
               f"took {model.get('warm', float('nan')):.2f} s on a volume of its own; neither is counted "
               "above)")
+    if load:
+        print(f"load average (1 min) before / after the runs: {load[0]:.1f} / {load[1]:.1f} "
+              f"on {os.cpu_count()} cores")
     print("seconds per slice: from the slice painted to the next one painted (in-page timestamps); target "
           "<= 0.5 s per\nconfirmed slice with keys. A person's reading and hand travel come on top.")
 
@@ -492,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                 volumes["pace_warm"] = _write(root, "pace_warm", PACE_SHAPE, PACE_SPACING, seed=0)[1]
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         lost, pace, model = {}, {}, None
+        load_before = os.getloadavg()[0]
         (tmp / "app").mkdir()
         if not args.skip_pace and not args.skip_model:
             model = _train_model(root, tmp / "app" / "runs", args.model_boxes, args.model_epochs)
@@ -533,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<34}{r['drawn']:>7}{r['saved']:>7}{r['misplaced']:>10}{r['lost']:>6}"
                   f"{r['click_ms']:>13.0f} ms")
     if pace:
-        _pace_table(pace, count, model)
+        _pace_table(pace, count, model, (load_before, os.getloadavg()[0]))
     return 0
 
 
