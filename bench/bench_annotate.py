@@ -17,13 +17,21 @@ DICOM from core.phantoms, drives Debian's Chromium with Playwright, and measures
    - hand: drag the box, then Right (keys) / click "Next ▶" (mouse);
    - rule proposal + confirm: P / "Propose box", wait for the orange box, Enter / "Confirm & next ▶";
    - propose all + confirm: "Propose for all slices" once (its time spread over the slices), then
-     Enter / "Confirm & next ▶" on each.
+     Enter / "Confirm & next ▶" on each;
+   - model proposal + confirm, model propose all + confirm: the same with a trained lung localizer
+     chosen in "Proposals from" (its boxes cyan, annotator `model:<run>`). The run is trained in the
+     bench before the app starts (core.annotation_loop.start_training, the quick preset with
+     `--model-epochs` (3) epochs, on the rule boxes of `--model-boxes` (12) lung slices of another
+     phantom, confirmed under another name); its time is printed, not counted per slice. So is the
+     server's first model proposal (it loads the checkpoint), made on a volume of its own before the
+     timed runs, so that neither mode pays it.
    A slice's time runs from the moment it is painted on the canvas to the moment the next one is
    (timestamps taken in the page), so it is what the page costs: reruns, saving, sending the image,
    plus the scripted drag or the pointer's trip to the button. A person's looking comes on top.
    Target: <= 0.5 s per confirmed slice with keys.
 
     .venv/bin/python -m bench.bench_annotate [--drags 200] [--slices 15] [--old-ref REF] [--skip-lost]
+                                             [--skip-model] [--model-boxes 12] [--model-epochs 3]
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -88,8 +97,6 @@ class Page:
         self.page, self.url = page, url
 
     def open(self, name: str, volume) -> None:
-        import re
-
         self.page.goto(f"{self.url}/annotate?annotator={ANNOTATOR}")
         self.page.get_by_test_id("stSelectbox").filter(has_text="Volume").click()
         self.page.get_by_role("option", name=re.compile(re.escape(name))).click()
@@ -98,6 +105,15 @@ class Page:
 
     def wait_shown(self, volume_id: str, z: int) -> None:
         self.page.wait_for_function(SHOWN_JS, arg=[volume_id, z], polling="raf", timeout=60_000)
+
+    def choose_run(self, run_name: str) -> None:
+        """The run in "Proposals from" (its label starts with the run's name)."""
+        self.page.get_by_test_id("stSelectbox").filter(has_text="Proposals from").click()
+        self.page.get_by_role("option", name=re.compile(re.escape(run_name))).click()
+        self.page.wait_for_function(
+            "(n) => [...document.querySelectorAll('[data-testid=stSelectbox]')]"
+            ".some(s => s.innerText.includes('Proposals from') && [...s.querySelectorAll('input')]"
+            ".some(i => i.value.includes(n)))", arg=run_name)
 
     def wait_kind(self, kind: str) -> None:
         self.page.wait_for_function(f"() => ({KIND_JS})() === '{kind}'", polling="raf", timeout=60_000)
@@ -312,8 +328,47 @@ def _lost_old(browser, url: str, store: BoxStore, volume, drags: int) -> dict:
 # ----------------------------------------------------------------------------------------- pace
 
 
+WORKFLOWS = ("hand", "rule proposal + confirm", "propose all + confirm", "model proposal + confirm",
+             "model propose all + confirm")
+
+
+def _slug(workflow: str) -> str:
+    return re.sub(r"[^a-z]+", "_", workflow.replace("+", "")).strip("_")
+
+
+def _train_model(root: Path, runs_root: Path, boxes: int, epochs: int) -> dict:
+    """A lung-localizer run for the model workflows, trained as "Train on these boxes" trains
+    (core.annotation_loop.start_training, the quick preset) on the HU-rule boxes of `boxes` lung slices
+    of a phantom of its own, confirmed under another annotator, with `epochs` epochs; waits for it."""
+    from core import jobs
+    from core.annotation_loop import loop_status, start_training
+    from core.propose import propose_volume
+
+    _, volume = _write(root, "model_train", PACE_SHAPE, PACE_SPACING, seed=5)
+    rule = propose_volume(volume)
+    lungs = sorted(z for z, b in rule.items() if b[2] - b[0] > 0.3)
+    picks = [lungs[round(i * (len(lungs) - 1) / max(1, boxes - 1))] for i in range(min(boxes, len(lungs)))]
+    csv = root.parent / "model_train_boxes.csv"
+    store = BoxStore(csv)
+    store.upsert_many([{"Image": volume.slice_ids[z], "Xmin": rule[z][0], "Ymin": rule[z][1],
+                        "Xmax": rule[z][2], "Ymax": rule[z][3], "Volume": volume.volume_id, "Slice": z}
+                       for z in sorted(set(picks))], annotator="bench-train")
+    t0 = time.perf_counter()
+    job = start_training(root, runs_root, csv, settings={"max_epochs": epochs})
+    while True:
+        status = loop_status(runs_root, job)
+        if status["state"] in jobs.FINAL_STATES:
+            break
+        time.sleep(1.0)
+    seconds = time.perf_counter() - t0
+    if status["state"] != jobs.DONE or status["run"] is None:
+        raise RuntimeError(f"training the bench's model failed: {status['text']} {status['error']}")
+    return {"run": Path(status["run"]).name, "seconds": seconds, "boxes": len(set(picks)), "epochs": epochs,
+            "text": status["text"]}
+
+
 def _pace(browser, url: str, store: BoxStore, name: str, volume, workflow: str, mode: str,
-          start: int, count: int) -> dict:
+          start: int, count: int, run_name: str | None = None) -> dict:
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(60_000)
@@ -321,16 +376,19 @@ def _pace(browser, url: str, store: BoxStore, name: str, volume, workflow: str, 
     keys = mode == "keys"
     upfront = 0.0
     vid = volume.volume_id
+    kind = "model" if workflow.startswith("model") else "rule"
     try:
         p.open(name, volume)
+        if kind == "model":
+            p.choose_run(run_name)
         p.go_to(vid, start)
         if keys:  # the keys act while the image has focus: click on it once (a click draws nothing)
             area = page.get_by_test_id("bc-stage").bounding_box()
             page.mouse.click(area["x"] + 5, area["y"] + 5)
-        if workflow == "propose all + confirm":
+        if workflow.endswith("propose all + confirm"):
             t0 = time.perf_counter()
             p.click("annotate_propose_all")
-            p.wait_kind("rule")
+            p.wait_kind(kind)
             upfront = time.perf_counter() - t0
         first_ms = p.painted(vid).get(start) or page.evaluate("() => performance.now()")
         for z in range(start, start + count):
@@ -338,14 +396,14 @@ def _pace(browser, url: str, store: BoxStore, name: str, volume, workflow: str, 
                 p.drag(_box(z))
                 page.keyboard.press("ArrowRight") if keys else p.click("annotate_next")
             else:
-                if workflow == "rule proposal + confirm":
+                if workflow.endswith("proposal + confirm"):
                     page.keyboard.press("p") if keys else p.click("annotate_propose")
-                p.wait_kind("rule")
+                p.wait_kind(kind)
                 page.keyboard.press("Enter") if keys else p.click("annotate_confirm_next")
             p.wait_shown(vid, z + 1)
         painted = p.painted(vid)
         rows = _wait_stable(store, vid, count)
-        shot = f"bench_annotate_{workflow.split()[0]}_{mode}.png"
+        shot = f"bench_annotate_{_slug(workflow)}_{mode}.png"
         page.screenshot(path=str(SHOTS / shot))
     finally:
         context.close()
@@ -355,15 +413,34 @@ def _pace(browser, url: str, store: BoxStore, name: str, volume, workflow: str, 
     return {"times": times, "saved": saved, "upfront": upfront}
 
 
-def _pace_table(results: dict, count: int) -> None:
+def _warm(browser, url: str, volume, run_name: str, z: int) -> float:
+    """The server's first model proposal (it loads the run's checkpoint, once per server): seconds
+    from "Propose box" to the model's box on the canvas, on a volume of its own, before the timed runs."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    p = Page(page, url)
+    try:
+        p.open("pace_warm", volume)
+        p.choose_run(run_name)
+        p.go_to(volume.volume_id, z)
+        t0 = time.perf_counter()
+        p.click("annotate_propose")
+        p.wait_kind("model")
+        return time.perf_counter() - t0
+    finally:
+        context.close()
+
+
+def _pace_table(results: dict, count: int, model: dict | None = None, load: tuple = ()) -> None:
     print(f"\nPage cost per slice, {count} consecutive lung slices of a {PACE_SHAPE[1]}x{PACE_SHAPE[2]}x"
           f"{PACE_SHAPE[0]} chest CT, 1600x1000 window, Chromium headless")
-    print(f"{'workflow':<26}{'keys p50':>9}{'keys mean':>10}{'mouse p50':>10}{'mouse mean':>11}"
+    print(f"{'workflow':<30}{'keys p50':>9}{'keys mean':>10}{'mouse p50':>10}{'mouse mean':>11}"
           f"{'keys/mouse':>11}{'saved k/m':>11}")
     for workflow, by_mode in results.items():
         k, m = by_mode["keys"], by_mode["mouse"]
         km, mm = statistics.fmean(k["times"]), statistics.fmean(m["times"])
-        print(f"{workflow:<26}{statistics.median(k['times']):>9.2f}{km:>10.2f}"
+        print(f"{workflow:<30}{statistics.median(k['times']):>9.2f}{km:>10.2f}"
               f"{statistics.median(m['times']):>10.2f}{mm:>11.2f}{km / mm:>11.2f}"
               f"{k['saved']:>6}/{m['saved']:<4}")
     for workflow, by_mode in results.items():
@@ -371,6 +448,15 @@ def _pace_table(results: dict, count: int) -> None:
             print(f"('{workflow}' includes {by_mode['keys']['upfront']:.2f} s (keys run) / "
                   f"{by_mode['mouse']['upfront']:.2f} s (mouse run) for proposing every slice, "
                   f"spread over {count})")
+    if model:
+        print(f"(the model workflows use run {model['run']}: the quick preset, {model['epochs']} epochs on "
+              f"{model['boxes']} confirmed boxes of another phantom, trained in {model['seconds']:.0f} s "
+              f"before the app started; the server's first model proposal, which loads the checkpoint, "
+              f"took {model.get('warm', float('nan')):.2f} s on a volume of its own; neither is counted "
+              "above)")
+    if load:
+        print(f"load average (1 min) before / after the runs: {load[0]:.1f} / {load[1]:.1f} "
+              f"on {os.cpu_count()} cores")
     print("seconds per slice: from the slice painted to the next one painted (in-page timestamps); target "
           "<= 0.5 s per\nconfirmed slice with keys. A person's reading and hand travel come on top.")
 
@@ -383,12 +469,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--old-ref", default=None, help="git ref of the app to measure lost boxes on as well")
     parser.add_argument("--skip-lost", action="store_true")
     parser.add_argument("--skip-pace", action="store_true")
+    parser.add_argument("--skip-model", action="store_true",
+                        help="leave out the model workflows (no training)")
+    parser.add_argument("--model-boxes", type=int, default=12,
+                        help="confirmed boxes the bench's model learns")
+    parser.add_argument("--model-epochs", type=int, default=3, help="epochs of the bench's model")
     args = parser.parse_args(argv)
     count = max(1, min(args.slices, PACE_SHAPE[0] - 1 - args.start))
     SHOTS.mkdir(exist_ok=True)
     from playwright.sync_api import sync_playwright
 
-    workflows = ("hand", "rule proposal + confirm", "propose all + confirm")
+    workflows = tuple(w for w in WORKFLOWS if not (args.skip_model and w.startswith("model")))
     with tempfile.TemporaryDirectory(prefix="bench-annotate-") as folder, sync_playwright() as pw:
         tmp = Path(folder)
         root = tmp / "data"
@@ -400,21 +491,30 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in ("keys", "mouse"):
                     name = f"pace_{w}_{mode}"
                     volumes[name] = _write(root, name, PACE_SHAPE, PACE_SPACING, seed=0)[1]
+            if not args.skip_model:
+                volumes["pace_warm"] = _write(root, "pace_warm", PACE_SHAPE, PACE_SPACING, seed=0)[1]
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        lost, pace = {}, {}
+        lost, pace, model = {}, {}, None
+        load_before = os.getloadavg()[0]
         (tmp / "app").mkdir()
+        if not args.skip_pace and not args.skip_model:
+            model = _train_model(root, tmp / "app" / "runs", args.model_boxes, args.model_epochs)
+            print(f"model for the model workflows: {model['text']} in {model['seconds']:.0f} s", flush=True)
         with run_app(root, tmp / "app") as url:
             store = BoxStore(tmp / "app" / "annotations" / "lung_bbox.csv")
             if not args.skip_lost:
                 lost["this page"] = _lost_new(browser, url, store, volumes["lost"], args.drags)
                 print("lost boxes, this page:", lost["this page"], flush=True)
+            if model:
+                model["warm"] = _warm(browser, url, volumes["pace_warm"], model["run"], args.start)
+                print(f"first model proposal after the server started: {model['warm']:.2f} s", flush=True)
             if not args.skip_pace:
                 for w, workflow in enumerate(workflows):
                     pace[workflow] = {}
                     for mode in ("keys", "mouse"):
                         name = f"pace_{w}_{mode}"
                         pace[workflow][mode] = _pace(browser, url, store, name, volumes[name], workflow, mode,
-                                                     args.start, count)
+                                                     args.start, count, model["run"] if model else None)
                         mean = statistics.fmean(pace[workflow][mode]["times"])
                         print(workflow, mode, f"{mean:.2f} s/slice", flush=True)
         old_page_missing = importlib.util.find_spec("streamlit_drawable_canvas") is None
@@ -437,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<34}{r['drawn']:>7}{r['saved']:>7}{r['misplaced']:>10}{r['lost']:>6}"
                   f"{r['click_ms']:>13.0f} ms")
     if pace:
-        _pace_table(pace, count)
+        _pace_table(pace, count, model, (load_before, os.getloadavg()[0]))
     return 0
 
 
