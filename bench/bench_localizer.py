@@ -35,7 +35,8 @@ Measured 2026-11-30 (96 px, 1 thread, 2 shared cores at load 3-7; seeds 0 / 1):
   (b) LIDC -> shifted phantoms, quick, 40 epochs (mean box 0.418): top block + best val_loss (the product)
   0.763 / 0.785, its last checkpoint 0.712 / 0.770; top block + best val_iou 0.763 (seed 0); top and
   middle blocks + best val_loss 0.796 / 0.797, last 0.688 / 0.793; top and middle blocks + best val_iou
-  0.806 / 0.804.
+  0.806 / 0.804. (a) quick, 20 epochs, best val_iou (held-out phantom): 0.862 on LIDC, 0.916 on phantoms
+  (seed 0; best val_loss earlier: 0.841).
 """
 
 from __future__ import annotations
