@@ -22,7 +22,21 @@ phantom keeps its box ("confirmed"), with and without HU-rule pseudo-labels (wei
 The scored volume never enters training. Ratios are against the mean box measured in the same run.
 
     .venv/bin/python -m bench.bench_localizer [--epochs-a 20] [--epochs-b 100] [--size 96]
-        [--threads 2] [--skip-pseudo] [--only a|b] [--heads regress,profile]
+        [--threads 2] [--skip-pseudo] [--only a|b] [--heads regress,profile] [--seed 0]
+        [--b-val top|spread] [--a-monitor|--b-monitor val_loss|val_iou]
+
+In (b) each trained model is scored twice: the checkpoint chosen by the monitored validation metric and
+the last one.
+
+Measured 2026-11-30 (96 px, 1 thread, 2 shared cores at load 3-7; seeds 0 / 1):
+  pseudo-labels, (a) on LIDC (mean box 0.529): 76 confirmed only 0.825 / 0.826 (80 epochs, same step
+  count); + 215 rule pseudo-labels at weight 0.3: 0.865 / 0.838 (20 epochs). Phantoms (a'): 0.895 / 0.921
+  without, 0.918 / 0.904 with (no consistent effect).
+  (b) LIDC -> shifted phantoms, quick, 40 epochs (mean box 0.418): top block + best val_loss (the product)
+  0.763 / 0.785, its last checkpoint 0.712 / 0.770; top block + best val_iou 0.763 (seed 0); top and
+  middle blocks + best val_loss 0.796 / 0.797, last 0.688 / 0.793; top and middle blocks + best val_iou
+  0.806 / 0.804. (a) quick, 20 epochs, best val_iou (held-out phantom): 0.862 on LIDC, 0.916 on phantoms
+  (seed 0; best val_loss earlier: 0.841).
 """
 
 from __future__ import annotations
@@ -72,14 +86,49 @@ def _settings(size: int, epochs: int, wide: bool, seed: int = 0, head: str = "")
     return [f"{k}={v}" for k, v in values.items()]
 
 
-def _train(prepared: Path, run: Path, settings: list[str]):
+def _train(prepared: Path, run: Path, settings: list[str], monitor: str = ""):
+    """Trains through the product's CLI path; `monitor` ("val_iou") swaps the family's checkpoint
+    metric for this run only (a measurement: the family itself keeps its spec)."""
     from core.infer import load_predictor
+    from core.models import get_spec
     from core.train.cli import train_from_cli
 
+    spec = get_spec("lung_localizer")
+    saved = (spec.monitor, spec.monitor_mode)
+    if monitor:
+        object.__setattr__(spec, "monitor", monitor)
+        object.__setattr__(spec, "monitor_mode", "max" if "iou" in monitor else "min")
     start = time.perf_counter()
-    train_from_cli("lung_localizer", prepared, run, settings, preset="quick")
+    try:
+        train_from_cli("lung_localizer", prepared, run, settings, preset="quick")
+    finally:
+        object.__setattr__(spec, "monitor", saved[0])
+        object.__setattr__(spec, "monitor_mode", saved[1])
     seconds = time.perf_counter() - start
     return load_predictor(run, device="cpu"), seconds
+
+
+def _last(run: Path):
+    """The predictor of the run's last checkpoint (not the best by the monitored metric)."""
+    from core.infer import load_predictor
+
+    return load_predictor(run / "checkpoints" / "last.ckpt", device="cpu")
+
+
+def spread_block_split(n_rows: int, val_fraction: float, gap: int = 2) -> list[str]:
+    """Validation as two blocks: half at the top of the stack (as `slice_block_split`) and half in the
+    middle, `gap` slices left out on each side of each block; the rest train."""
+    n_val = max(2, round(val_fraction * n_rows))
+    top, mid = n_val // 2, n_val - n_val // 2
+    out = ["train"] * n_rows
+    for i in range(n_rows - top, n_rows):
+        out[i] = "val"
+    for i in range(n_rows - top - gap, n_rows - top):
+        out[i] = "gap"
+    start = max(gap, (n_rows - top - gap) // 2 - mid // 2)
+    for i in range(start - gap, start + mid + gap):
+        out[i] = "val" if start <= i < start + mid else "gap"
+    return out
 
 
 def _predict(predictor, hu: np.ndarray) -> np.ndarray:
@@ -143,8 +192,8 @@ def direction_a(work: Path, args, rows: list[dict], lidc, phantoms_test) -> None
     _row(rows, "(a') phantoms -> shifted phantoms", "mean training box",
          _iou(np.broadcast_to(mean_box, ph_boxes.shape), ph_boxes), None, n_train)
     for label, head, wide in _variants(args):
-        settings = _settings(args.size, args.epochs_a, wide, head=head)
-        predictor, seconds = _train(prepared, work / f"a_{head}_{wide}", settings)
+        settings = _settings(args.size, args.epochs_a, wide, head=head, seed=args.seed)
+        predictor, seconds = _train(prepared, work / f"a_{head}_{wide}", settings, monitor=args.a_monitor)
         _row(rows, name, label, _iou(_predict(predictor, lidc_hu), lidc_boxes), seconds, n_train)
         _row(rows, "(a') phantoms -> shifted phantoms", label, _iou(_predict(predictor, ph_hu), ph_boxes),
              seconds, n_train)
@@ -168,7 +217,8 @@ def direction_a(work: Path, args, rows: list[dict], lidc, phantoms_test) -> None
                           (f"quick, {n_few} confirmed + {n_pseudo} rule pseudo-labels (w 0.3)", pseudo)):
         folder = write_prepared(work / f"p_{bool(groups)}", few, val, args.size, pseudo=list(groups))
         epochs = args.epochs_a if groups else max(args.epochs_a, round(args.epochs_a * 4))  # same step count
-        settings = _settings(args.size, epochs, True, head="profile") + ["pseudo_label_weight=0.3"]
+        settings = _settings(args.size, epochs, True, head="profile", seed=args.seed) + [
+            "pseudo_label_weight=0.3"]
         predictor, seconds = _train(folder, work / f"p_run_{bool(groups)}", settings)
         _row(rows, name, label, _iou(_predict(predictor, lidc_hu), lidc_boxes), seconds, n_few)
         _row(rows, "(a') phantoms -> shifted phantoms", label, _iou(_predict(predictor, ph_hu), ph_boxes),
@@ -180,7 +230,8 @@ def direction_b(work: Path, args, rows: list[dict], lidc, phantoms_test) -> None
     from core.models.lung_localizer.synthetic import PlacedSlices, write_prepared
 
     hu, boxes, zs = lidc
-    splits = np.array(slice_block_split(len(zs), 0.2))
+    split = spread_block_split if args.b_val == "spread" else slice_block_split
+    splits = np.array(split(len(zs), 0.2))
     train = PlacedSlices(hu[splits == "train"], boxes[splits == "train"], "LIDC-IDRI-0001")
     val = PlacedSlices(hu[splits == "val"], boxes[splits == "val"], "LIDC-IDRI-0001")
     prepared = write_prepared(work / "b_prepared", [train], [val], args.size)
@@ -189,10 +240,15 @@ def direction_b(work: Path, args, rows: list[dict], lidc, phantoms_test) -> None
     name = "(b) LIDC -> shifted phantoms"
     _row(rows, name, "mean training box", _iou(np.broadcast_to(mean_box, ph_boxes.shape), ph_boxes), None,
          len(train.boxes))
+    how = f"val {args.b_val} block{'s' if args.b_val == 'spread' else ''}, best {args.b_monitor}"
     for label, head, wide in _variants(args):
-        settings = _settings(args.size, args.epochs_b, wide, head=head)
-        predictor, seconds = _train(prepared, work / f"b_{head}_{wide}", settings)
-        _row(rows, name, label, _iou(_predict(predictor, ph_hu), ph_boxes), seconds, len(train.boxes))
+        settings = _settings(args.size, args.epochs_b, wide, head=head, seed=args.seed)
+        run = work / f"b_{head}_{wide}"
+        predictor, seconds = _train(prepared, run, settings, monitor=args.b_monitor)
+        _row(rows, name, f"{label}; {how}", _iou(_predict(predictor, ph_hu), ph_boxes), seconds,
+             len(train.boxes))
+        _row(rows, name, f"{label}; val {args.b_val}, last checkpoint", _iou(_predict(_last(run), ph_hu),
+             ph_boxes), seconds, len(train.boxes))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heads", default="regress,profile", help="heads to train (comma-separated)")
     parser.add_argument("--variants", default="", help="VARIANTS indices (0,3: old, quick)")
     parser.add_argument("--only", choices=("a", "b"), default=None)
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--b-val", choices=("top", "spread"), default="top",
+                        help="(b) validation: a block of top slices (the product's split) or a top and a "
+                        "middle block")
+    parser.add_argument("--a-monitor", choices=("val_loss", "val_iou"), default="val_loss",
+                        help="(a) checkpoint chosen by this validation metric (the family monitors val_loss)")
+    parser.add_argument("--b-monitor", choices=("val_loss", "val_iou"), default="val_loss",
+                        help="(b) checkpoint chosen by this validation metric (the family monitors val_loss)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not LIDC.is_dir():
@@ -226,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     narrow = {r["direction"]: r["iou"] for r in rows if r["model"] == VARIANTS[0][0]}  # may be absent
     print(f"\nLung localizer generalisation: ResNet-18 from scratch, {args.size} px, CPU, {args.threads} "
           f"thread(s), {args.epochs_a} / {args.epochs_b} epochs (a / b); scored on slices with lungs wider "
-          f"than {MIN_WIDTH} of the image")
+          f"than {MIN_WIDTH} of the image; seed {args.seed}; (b) validation {args.b_val}, checkpoint by "
+          f"{args.b_monitor}")
     print(f"{'direction':36} {'model':58} {'n':>4} {'train':>5} {'mean IoU':>8} {'p10':>5} {'>=0.8':>6} "
           f"{'x mean box':>10} {'x old':>8} {'train s':>7}")
     for r in rows:
