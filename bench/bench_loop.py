@@ -223,15 +223,22 @@ def _wait_state(p: LoopPage, timeout: float, runs_root: Path) -> tuple[str, str]
 
 
 def run_loop(source: Path | None, confirm: int, train_timeout: float, out: dict,
-             loop_settings: str = "", phantom_shape: tuple[int, int, int] = PHANTOM_SHAPE) -> dict:
-    """Run the loop, filling `out` as it goes (what was measured stays there if a phase fails)."""
+             loop_settings: str = "", phantom_shape: tuple[int, int, int] = PHANTOM_SHAPE,
+             browser=None) -> dict:
+    """Run the loop, filling `out` as it goes (what was measured stays there if a phase fails).
+    `browser`: a Playwright browser to use (a test's session browser: one sync Playwright per
+    process); by default one is started and closed here."""
+    import contextlib
+
     from playwright.sync_api import sync_playwright
 
     from core.io import load_volume
     from core.propose import propose_volume
 
     out["phases"] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-loop-") as folder, sync_playwright() as pw:
+    own_browser = browser is None
+    with tempfile.TemporaryDirectory(prefix="bench-loop-") as folder, \
+            (sync_playwright() if own_browser else contextlib.nullcontext()) as pw:
         tmp = Path(folder)
         root, app = tmp / "data", tmp / "app"
         app.mkdir()
@@ -245,7 +252,8 @@ def run_loop(source: Path | None, confirm: int, train_timeout: float, out: dict,
         out.update(n=n, lungs=len(lungs), picks=picks)
         print(f"volume {out['volume']}: {n} slices, {len(lungs)} lung slices; confirming {len(picks)}",
               flush=True)
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        if own_browser:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         t_server = time.perf_counter()
         env = {"SLICEWISE_LOOP_SETTINGS": loop_settings} if loop_settings else None
         with run_app(root, app, env) as url:
@@ -318,7 +326,8 @@ def run_loop(source: Path | None, confirm: int, train_timeout: float, out: dict,
                 out["total"] = sum(out["phases"].values())
                 out["rows"] = store.for_volume(vid) if store.path.exists() else {}
                 _score(out, rule, lungs)
-        browser.close()
+        if own_browser:
+            browser.close()
     return out
 
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 import pytest
 
 from bench.bench_loop import ANNOTATOR, run_loop
-from tests.e2e.conftest import _require_chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.train]
 
 
-def test_bench_loop_runs_end_to_end():
-    _require_chromium()
+def test_bench_loop_runs_end_to_end(browser):
     out: dict = {}
-    run_loop(None, confirm=4, train_timeout=240, out=out,
+    run_loop(None, confirm=4, train_timeout=240, out=out, browser=browser,  # the session's Playwright
              loop_settings="max_epochs=2,image_size=64,prepare_size=64", phantom_shape=(20, 96, 96))
     assert set(out["phases"]) == {"open", "confirm", "train", "propose"}
     assert out["train_state"] == "DONE"
