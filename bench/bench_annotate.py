@@ -43,7 +43,6 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -52,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from core.annotations import BoxStore
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, REPO, _free_port, _wait_healthy, run_app
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, REPO, run_app
 from tests.e2e.test_annotate_fast_drag import ROOT_JS, SHOWN_JS
 
 SHOTS = Path("/tmp/shots")
@@ -212,31 +211,14 @@ def _lost_new(browser, url: str, store: BoxStore, volume, drags: int) -> dict:
 
 @contextmanager
 def _old_app(ref: str, root: Path, tmp: Path):
-    """The app at git `ref`, exported with git archive, served as run_app serves this one."""
-    code = tmp / "old_app"
+    """The app at git `ref`, exported with git archive, served by run_app like this one."""
+    code, state = tmp / "old_app", tmp / "old"
     code.mkdir()
+    state.mkdir()
     archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
-    port = _free_port()
-    log = tmp / "old_app.log"
-    env = dict(os.environ, SLICEWISE_DATA=str(root), SLICEWISE_RUNS=str(tmp / "old_runs"),
-               SLICEWISE_ANNOTATIONS=str(tmp / "old_annotations" / "lung_bbox.csv"), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "streamlit", "run", str(code / "app.py"), "--server.address", "127.0.0.1",
-           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=code, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc, log)
-        yield url, BoxStore(tmp / "old_annotations" / "lung_bbox.csv")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with run_app(root, state, app_dir=code) as url:
+        yield url, BoxStore(state / "annotations" / "lung_bbox.csv")
 
 
 # The old page (streamlit-drawable-canvas, a canvas per slice): slice z is on screen once its progress

@@ -62,8 +62,9 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
 
 
 @contextmanager
-def run_app(data_root: Path, tmp: Path, extra_env: dict[str, str] | None = None):
-    """Start `streamlit run app.py` on a free port; yield its URL; stop it afterwards."""
+def run_app(data_root: Path, tmp: Path, extra_env: dict[str, str] | None = None, app_dir: Path = REPO):
+    """Start `streamlit run app.py` (of `app_dir`: this checkout, or an exported older version) on a
+    free port; yield its URL; stop it afterwards."""
     port = _free_port()
     log = tmp / f"streamlit-{port}.log"
     env = dict(os.environ)
@@ -75,13 +76,13 @@ def run_app(data_root: Path, tmp: Path, extra_env: dict[str, str] | None = None)
     )
     env.update(extra_env or {})
     cmd = [
-        sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
+        sys.executable, "-m", "streamlit", "run", str(app_dir / "app.py"),
         "--server.address", "127.0.0.1", "--server.port", str(port),
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
     ]
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, cwd=app_dir, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
