@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +23,17 @@ def data_root(tmp_path, monkeypatch):
     monkeypatch.setenv("SLICEWISE_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("SLICEWISE_ANNOTATIONS", str(tmp_path / "annotations" / "lung_bbox.csv"))
     return root
+
+
+@contextmanager
+def scratch(tmp_path_factory, name: str) -> Iterator[Path]:
+    """A folder for a module-scoped fixture, removed when the fixture ends.
+
+    Checkpoints are ~140 MB each; kept to the end of the session they filled a CI disk (the suite wrote
+    7 GB). Passing tests' own tmp_path folders go at once too (tmp_path_retention_policy in pyproject).
+    """
+    path = tmp_path_factory.mktemp(name)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

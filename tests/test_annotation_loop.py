@@ -23,6 +23,8 @@ from core.boxes import box_iou
 from core.io import load_volume
 from core.io.writers import write_dicom_series
 from core.phantoms import chest_ct_phantom
+from core.volume import Volume
+from tests.conftest import scratch
 
 SHAPE, SPACING = (24, 64, 64), (5.0, 2.8, 2.8)
 TINY = {"image_size": 64, "prepare_size": 64, "max_epochs": 2, "batch_size": 8, "pretrained": False}
@@ -60,8 +62,7 @@ def _wait(runs: Path, job_id: str, timeout: float = 240.0) -> dict:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Patient 0's lung slices confirmed (plus HU-rule proposals on patient 1), trained from Annotate."""
-    base = tmp_path_factory.mktemp("loop")
-    with pytest.MonkeyPatch.context() as mp_env:
+    with scratch(tmp_path_factory, "loop") as base, pytest.MonkeyPatch.context() as mp_env:
         for name in ("SLICEWISE_GPU_JOBS", "SLICEWISE_CPU_JOBS"):
             mp_env.delenv(name, raising=False)
         mp_env.setenv("SLICEWISE_DATA", str(base / "data"))
@@ -155,6 +156,31 @@ def test_the_runs_boxes_land_as_model_proposals_on_an_unseen_patient(trained, tm
     again = BoxStore(tmp_path / "again.csv")
     assert mp.propose_with_model(again, seen, run, slices=[3, 5]) == 2
     assert sorted(volume_boxes(again, seen)) == [3, 5]
+
+
+@pytest.mark.train
+def test_prefetch_keeps_the_whole_volume_so_one_slice_proposals_need_no_forward_pass(trained, tmp_path):
+    run, seen = loop.latest_loop_run(trained["runs"]), trained["volumes"][0]
+    fresh = Volume(seen.array.copy(), seen.spacing, modality="CT", volume_id="prefetch-copy",
+                   slice_ids=[f"p{z}" for z in range(seen.shape[0])])
+    one_by_one = mp.predict_boxes(fresh, run, [4])  # a few slices: predicted alone, nothing kept
+    assert not mp.cached(fresh, run)
+    thread = mp.prefetch(fresh, run)
+    assert thread is not None and mp.prefetch(fresh, run) is None  # once per run and volume
+    thread.join(timeout=120)
+    assert mp.cached(fresh, run) and mp.prefetch(fresh, run) is None
+
+    predictor = mp.predictor_for(run)
+    calls = []
+    original = predictor.predict
+    predictor.predict = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        store = BoxStore(tmp_path / "lung_bbox.csv")
+        assert mp.propose_with_model(store, fresh, run, slices=[4]) == 1
+        assert calls == []  # read from the kept boxes
+    finally:
+        predictor.predict = original
+    assert one_by_one[4] == pytest.approx(mp.predict_boxes(fresh, run, [4])[4], abs=1e-4)
 
 
 @pytest.mark.train

@@ -24,6 +24,7 @@ from core.multi_sequence import (
     probability_strip_png,
     sequence_views,
 )
+from tests.conftest import scratch
 
 SHAPE = (24, 48, 48)
 SPACING = (4.0, 3.0, 3.0)
@@ -38,10 +39,10 @@ def _grades(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def brats(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("brats")
-    write_brats(root / "train", TRAIN_PATIENTS, SHAPE, seed=0, spacing=SPACING)
-    write_brats(root / "test", TEST_PATIENTS, SHAPE, seed=7, spacing=SPACING)  # never seen in training
-    return {"train": root / "train", "test": root / "test", "root": root}
+    with scratch(tmp_path_factory, "brats") as root:
+        write_brats(root / "train", TRAIN_PATIENTS, SHAPE, seed=0, spacing=SPACING)
+        write_brats(root / "test", TEST_PATIENTS, SHAPE, seed=7, spacing=SPACING)  # never seen in training
+        yield {"train": root / "train", "test": root / "test", "root": root}
 
 
 # ------------------------------------------------------------------ the spec

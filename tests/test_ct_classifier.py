@@ -21,6 +21,7 @@ from core.models.ct_classifier.preprocess import (
     cam_to_volume,
     preprocess_array,
 )
+from tests.conftest import scratch
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SHAPE = (16, 64, 64)
@@ -246,12 +247,12 @@ def trained(tmp_path_factory):
     from core.models.ct_classifier.demo import write_ct_volumes
     from core.train.cli import train_from_cli
 
-    root = tmp_path_factory.mktemp("ctdemo")
-    write_ct_volumes(root, 0, PER_CLASS, DEMO_SHAPE, progress=lambda _m: None)
-    run = root / "run"
-    train_from_cli("ct_classifier", root / "ct_nifti", run,
-                   [*TRAIN_SETTINGS, f"cache_dir={root / 'cache'}"], preset="quick")
-    return root, run
+    with scratch(tmp_path_factory, "ctdemo") as root:
+        write_ct_volumes(root, 0, PER_CLASS, DEMO_SHAPE, progress=lambda _m: None)
+        run = root / "run"
+        train_from_cli("ct_classifier", root / "ct_nifti", run,
+                       [*TRAIN_SETTINGS, f"cache_dir={root / 'cache'}"], preset="quick")
+        yield root, run
 
 
 @pytest.mark.train

@@ -20,14 +20,16 @@ from core.demo import (
 from core.io import find_volumes, load_volume
 from core.phantoms import chest_ct_phantom
 from core.volume import Volume
+from tests.conftest import scratch
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    messages: list[str] = []
-    assert write_demo_data(out, seed=0, progress=messages.append, small=True) == out
-    return out, messages
+    with scratch(tmp_path_factory, "demo") as base:
+        out = base / "demo"
+        messages: list[str] = []
+        assert write_demo_data(out, seed=0, progress=messages.append, small=True) == out
+        yield out, messages
 
 
 def _cases(root, kind):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from core.errors import CheckpointError, VolumeReadError
+from tests.conftest import scratch
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -30,11 +31,11 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     from core.models.lung_localizer.synthetic import phantom_dataset
     from core.train.cli import train_from_cli
 
-    root = tmp_path_factory.mktemp("infer")
-    data = phantom_dataset(root / "prepared", range(0, 2), range(50, 51), size=32)
-    train_from_cli("lung_localizer", data, root / "a", TINY)
-    train_from_cli("lung_localizer", data, root / "b", [*TINY, "seed=1"])
-    return {"a": root / "a" / "checkpoints" / "last.ckpt", "b": root / "b" / "checkpoints" / "last.ckpt"}
+    with scratch(tmp_path_factory, "infer") as root:
+        data = phantom_dataset(root / "prepared", range(0, 2), range(50, 51), size=32)
+        train_from_cli("lung_localizer", data, root / "a", TINY)
+        train_from_cli("lung_localizer", data, root / "b", [*TINY, "seed=1"])
+        yield {"a": root / "a" / "checkpoints" / "last.ckpt", "b": root / "b" / "checkpoints" / "last.ckpt"}
 
 
 @pytest.fixture

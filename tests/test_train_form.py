@@ -183,3 +183,30 @@ def test_a_typed_folder_must_suit_the_family(tmp_path):
     assert level == "error" and text.startswith(f"{xrays} does not look like training data for Lung")
     assert typed(tmp_path / "nope") == ("error", f"{tmp_path / 'nope'}: no such folder")
     assert typed(write_tiny_prepared(tmp_path / "prepared", n_train=1, n_val=1))[0] == "info"
+
+
+def test_confine_job_keeps_typed_paths_under_the_allowed_folders(tmp_path, monkeypatch):
+    from core.confine import PathOutsideRootError
+    from core.models.imagenet import hub_folder
+
+    data_root, runs_root, outside = tmp_path / "data", tmp_path / "runs", tmp_path / "outside"
+    for folder in (data_root / "set", runs_root, outside):
+        folder.mkdir(parents=True)
+    monkeypatch.setenv("SLICEWISE_RUNS", str(runs_root))
+    monkeypatch.setenv("SLICEWISE_ANNOTATIONS", str(tmp_path / "notes" / "lung_bbox.csv"))
+    (data_root / "escape").symlink_to(outside)
+
+    folder, settings = train_form.confine_job(
+        data_root / "set", {"weights_path": str(hub_folder() / "resnet18-f37072fd.pth"), "cache_dir": "",
+                            "annotations_csv": str(tmp_path / "notes" / "mine.csv"), "max_epochs": 3},
+        data_root)
+    assert folder == (data_root / "set").resolve() and settings["max_epochs"] == 3
+    assert settings["cache_dir"] == ""  # empty: the family's default place
+    for key, value in (("weights_path", outside / "w.pth"), ("cache_dir", data_root / "escape" / "cache"),
+                       ("annotations_csv", data_root / ".." / "outside" / "x.csv")):
+        with pytest.raises(PathOutsideRootError, match=f"setting {key}"):
+            train_form.confine_job(data_root / "set", {key: str(value)}, data_root)
+    with pytest.raises(PathOutsideRootError, match="outside"):
+        train_form.confine_job(data_root / "escape", {}, data_root)
+    assert train_form.confine_job(runs_root, {"cache_dir": str(runs_root / "c")}, data_root)[1]["cache_dir"] \
+        == str((runs_root / "c").resolve())

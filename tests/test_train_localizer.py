@@ -12,6 +12,7 @@ import pytest
 from core.errors import CheckpointError, TrainingDataError
 from core.models.lung_localizer.synthetic import phantom_dataset, placed_phantom_slices
 from core.train.cli import train_from_cli
+from tests.conftest import scratch
 
 FAST = ["backbone=resnet18", "num_workers=0", "pretrained=false"]
 
@@ -58,7 +59,8 @@ def test_localizer_learns_lung_boxes_on_held_out_phantoms(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    return phantom_dataset(tmp_path_factory.mktemp("tiny") / "prepared", range(0, 3), range(50, 52), size=32)
+    with scratch(tmp_path_factory, "tiny") as base:
+        yield phantom_dataset(base / "prepared", range(0, 3), range(50, 52), size=32)
 
 
 TINY = [*FAST, "image_size=32", "batch_size=8", "lr=1e-3", "save_top_k=2"]

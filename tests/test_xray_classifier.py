@@ -15,6 +15,7 @@ from core.io import load_volume
 from core.models import QUICK_PRESET, get_spec
 from core.models.xray_classifier.synthetic import read_findings, write_xray_folder
 from core.volume import Volume
+from tests.conftest import scratch
 
 COUNTS = (("train", 40), ("val", 10), ("test", 15))
 SIZE = 128
@@ -25,14 +26,14 @@ def trained(tmp_path_factory):
     """One quick-preset run on 80 training X-rays (128 px, ResNet-18 from scratch), shared by the tests."""
     from core.train.loop import fit
 
-    root = tmp_path_factory.mktemp("xray")
-    data = root / "xray"
-    write_xray_folder(data, seed=3, counts=COUNTS, size=SIZE, progress=lambda _m: None)
-    spec = get_spec("xray_classifier")
-    settings = spec.preset_settings(QUICK_PRESET)
-    run = root / "run"
-    result = fit(spec, data, run, settings)
-    return {"data": data, "run": run, "result": result}
+    with scratch(tmp_path_factory, "xray") as root:
+        data = root / "xray"
+        write_xray_folder(data, seed=3, counts=COUNTS, size=SIZE, progress=lambda _m: None)
+        spec = get_spec("xray_classifier")
+        settings = spec.preset_settings(QUICK_PRESET)
+        run = root / "run"
+        result = fit(spec, data, run, settings)
+        yield {"data": data, "run": run, "result": result}
 
 
 @pytest.mark.train

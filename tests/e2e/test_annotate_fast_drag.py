@@ -23,6 +23,7 @@ from core.annotations import BoxStore
 from core.io import load_volume
 from core.io.writers import write_dicom_series
 from core.phantoms import chest_ct_phantom
+from tests.conftest import scratch
 from tests.e2e.conftest import run_app
 
 SHOTS = Path("/tmp/shots")
@@ -72,10 +73,10 @@ def _write(root: Path) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("annotate_drag")
-    volumes = _write(tmp / "data")
-    with run_app(tmp / "data", tmp) as url:
-        yield url, BoxStore(tmp / "annotations" / "lung_bbox.csv"), volumes
+    with scratch(tmp_path_factory, "annotate_drag") as tmp:
+        volumes = _write(tmp / "data")
+        with run_app(tmp / "data", tmp) as url:
+            yield url, BoxStore(tmp / "annotations" / "lung_bbox.csv"), volumes
 
 
 def open_volume(page, url: str, name: str, volume) -> None:

@@ -12,6 +12,7 @@ from core.annotations import BoxStore
 from core.io import load_volume
 from core.io.writers import write_dicom_series
 from core.phantoms import chest_ct_phantom
+from tests.conftest import scratch
 from tests.e2e.conftest import run_app
 from tests.e2e.test_annotate_fast_drag import ROOT_JS, open_volume, shot, stage, wait_rows, wait_shown
 
@@ -22,15 +23,15 @@ FOCUS_JS = "() => (document.activeElement || {}).dataset?.testid === 'stBidiComp
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("annotate_keys")
-    root = tmp / "data"
-    for name, shape, spacing in (("k_keys", (12, 128, 128), (5.0, 2.8, 2.8)),
-                                 ("l_512", (6, 512, 512), (5.0, 0.7, 0.7))):
-        ph = chest_ct_phantom(shape, spacing, seed=11)
-        write_dicom_series(np.round(ph.hu).astype(np.int16), root / "ct" / name, spacing=spacing)
-    volumes = {name: load_volume(root / "ct" / name) for name in ("k_keys", "l_512")}
-    with run_app(root, tmp) as url:
-        yield url, BoxStore(tmp / "annotations" / "lung_bbox.csv"), volumes
+    with scratch(tmp_path_factory, "annotate_keys") as tmp:
+        root = tmp / "data"
+        for name, shape, spacing in (("k_keys", (12, 128, 128), (5.0, 2.8, 2.8)),
+                                     ("l_512", (6, 512, 512), (5.0, 0.7, 0.7))):
+            ph = chest_ct_phantom(shape, spacing, seed=11)
+            write_dicom_series(np.round(ph.hu).astype(np.int16), root / "ct" / name, spacing=spacing)
+        volumes = {name: load_volume(root / "ct" / name) for name in ("k_keys", "l_512")}
+        with run_app(root, tmp) as url:
+            yield url, BoxStore(tmp / "annotations" / "lung_bbox.csv"), volumes
 
 
 @pytest.mark.e2e

@@ -24,6 +24,7 @@ from core.annotations import BoxStore
 from core.io import load_volume
 from core.io.writers import write_dicom_series
 from core.phantoms import chest_ct_phantom
+from tests.conftest import scratch
 from tests.e2e.conftest import run_app
 from tests.e2e.test_annotate_fast_drag import (
     ROOT_JS,
@@ -61,11 +62,11 @@ def _write_root(root: Path) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("annotate_loop")
-    volumes = _write_root(tmp / "data")
-    env = {"SLICEWISE_LOOP_SETTINGS": LOOP_SETTINGS, "SLICEWISE_CPU_JOBS": "1"}
-    with run_app(tmp / "data", tmp, extra_env=env) as url:
-        yield url, BoxStore(tmp / "annotations" / "lung_bbox.csv"), volumes, tmp / "runs"
+    with scratch(tmp_path_factory, "annotate_loop") as tmp:
+        volumes = _write_root(tmp / "data")
+        env = {"SLICEWISE_LOOP_SETTINGS": LOOP_SETTINGS, "SLICEWISE_CPU_JOBS": "1"}
+        with run_app(tmp / "data", tmp, extra_env=env) as url:
+            yield url, BoxStore(tmp / "annotations" / "lung_bbox.csv"), volumes, tmp / "runs"
 
 
 def _box(row: dict) -> list[float]:

@@ -113,3 +113,35 @@ def test_a_page_error_is_one_line_without_a_traceback(data_root, monkeypatch, tm
         assert "/srv/secret" not in text and "RuntimeError" in text
         log = tmp_path / "runs" / "logs" / "app.log"
         assert "boom in /srv/secret/internal.py" in log.read_text()
+
+
+def test_train_page_refuses_a_path_setting_outside(data_root, outside):
+    """weights_path / cache_dir / annotations_csv typed in the settings form: only under the data or
+    runs root (weights also in torchvision's cache); refused naming the setting, no job started."""
+    from core import jobs
+    from tests.test_jobs import write_tiny_prepared
+
+    write_tiny_prepared(data_root / "lung_prepared")
+    (outside / "weights.pth").write_bytes(b"not weights")
+    at = _run("train.py")
+    at.radio(key="train_preset_lung_localizer").set_value("reference").run()
+    field = at.text_input(key="train_set_lung_localizer_reference_weights_path")
+    field.set_value(str(data_root / ".." / "outside" / "weights.pth")).run()
+    at.button(key="train_start_lung_localizer").click().run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("setting weights_path" in e and "outside the folders" in e for e in errors), errors
+    assert jobs.list_jobs() == []
+
+
+def test_train_page_refuses_a_typed_data_folder_outside(data_root, outside):
+    """With no suitable folder under the data root the page asks for a folder: one outside is refused
+    before anything is listed in it, and Start stays disabled."""
+    (outside / "train").mkdir()
+    at = _run("train.py")
+    at.selectbox(key="train_family").set_value("xray_classifier").run()
+    at.text_input(key="train_data_path_xray_classifier").set_value(str(outside)).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any(e.startswith(f"{outside}: outside the folders") for e in errors), errors
+    assert at.button(key="train_start_xray_classifier").disabled

@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import predictions
 from core.io.writers import write_dicom_series
+from tests.conftest import scratch
 from tests.e2e.conftest import run_app
 from tests.test_jobs import TINY, write_tiny_prepared
 
@@ -36,11 +37,12 @@ def checkpoint(tmp_path_factory) -> Path:
     from core.jobs import format_setting
     from core.train.cli import train_from_cli
 
-    root = tmp_path_factory.mktemp("tiny_ckpt")
-    prepared = write_tiny_prepared(root / "prepared")
-    overrides = [f"{k}={format_setting(v)}" for k, v in {**TINY, "max_epochs": 1, "device": "cpu"}.items()]
-    train_from_cli("lung_localizer", prepared, root / "tiny", overrides)
-    return root / "tiny" / "checkpoints" / "last.ckpt"
+    with scratch(tmp_path_factory, "tiny_ckpt") as root:
+        prepared = write_tiny_prepared(root / "prepared")
+        settings = {**TINY, "max_epochs": 1, "device": "cpu"}
+        overrides = [f"{k}={format_setting(v)}" for k, v in settings.items()]
+        train_from_cli("lung_localizer", prepared, root / "tiny", overrides)
+        yield root / "tiny" / "checkpoints" / "last.ckpt"
 
 
 def _ct_series(data_root: Path) -> Path:
