@@ -175,6 +175,7 @@ def model_annotator(run: LungRun | Path | str) -> str:
 _LOCK = threading.Lock()
 _PREDICTORS: OrderedDict[tuple, Any] = OrderedDict()
 _BOXES: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_PREFETCHING: set[tuple] = set()  # run+volume keys predicted in a background thread now
 
 
 def _lru_put(cache: OrderedDict, key: tuple, value: Any, limit: int) -> None:
@@ -230,12 +231,49 @@ def _predict(run: LungRun, volume: Volume, slices: Sequence[int]) -> np.ndarray:
     if not slices:
         return np.zeros((0, 4))
     predictor = predictor_for(run)
-    if len(slices) <= FEW_SLICES:
+    if len(slices) <= FEW_SLICES and volume.shape[0] > FEW_SLICES:
         return np.asarray(predictor.predict(_sub_volume(volume, slices)).boxes, dtype=np.float64)
     boxes = np.asarray(predictor.predict(volume).boxes, dtype=np.float64)
     with _LOCK:
         _lru_put(_BOXES, key, boxes, _BOXES_MAX)
     return boxes[slices]
+
+
+def cached(volume: Volume, run: LungRun | Path | str) -> bool:
+    """Whether the run's boxes for the whole volume are already predicted and kept."""
+    run = _as_run(run)
+    key = (*_run_key(run), volume.volume_id, tuple(volume.shape))
+    with _LOCK:
+        return key in _BOXES
+
+
+def prefetch(volume: Volume, run: LungRun | Path | str) -> threading.Thread | None:
+    """Predict the whole volume with the run in a background thread, so that a one-slice proposal
+    (P) is then read from the kept boxes instead of a forward pass. Started once per run+volume
+    (None when kept already or in flight). A failure here is left to the foreground call, which
+    reports it with the file's name."""
+    run = _as_run(run)
+    try:
+        key = (*_run_key(run), volume.volume_id, tuple(volume.shape))
+    except CheckpointError:
+        return None
+    with _LOCK:
+        if key in _BOXES or key in _PREFETCHING:
+            return None
+        _PREFETCHING.add(key)
+
+    def work() -> None:
+        try:
+            _predict(run, volume, range(volume.shape[0]))
+        except Exception:  # noqa: BLE001 - reported by the foreground call that needs the boxes
+            pass
+        finally:
+            with _LOCK:
+                _PREFETCHING.discard(key)
+
+    thread = threading.Thread(target=work, name=f"slicewise-prefetch-{run.name}", daemon=True)
+    thread.start()
+    return thread
 
 
 def usable_box(values: Iterable[float] | None) -> Box | None:

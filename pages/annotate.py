@@ -335,6 +335,8 @@ def _proposer() -> model_proposals.LungRun | None:
 def _edit_controls(store: BoxStore, volume: Volume, z: int, has_box: bool) -> model_proposals.LungRun | None:
     ct = volume.modality == "CT"
     run = _proposer()
+    if run is not None and ct:  # P then reads the kept boxes instead of a forward pass per slice
+        model_proposals.prefetch(volume, run)
     source = "the HU rule (annotator 'auto')" if run is None else f"{run.name} (annotator '{run.annotator}')"
     with _row():
         _button("propose", "Propose box", disabled=not ct, on_click=_propose, args=(store, volume, z, run),
