@@ -17,6 +17,51 @@ from typing import Any
 
 from core import jobs, runs
 
+# ---------------------------------------------------------------- paths typed in the browser
+
+PATH_SETTING_SUFFIXES = ("_path", "_dir", "_csv")
+
+
+def is_path_setting(key: str) -> bool:
+    """A setting that names a file or folder (weights_path, cache_dir, annotations_csv, …)."""
+    return key.endswith(PATH_SETTING_SUFFIXES)
+
+
+def path_roots(key: str, data_root: Path | str) -> list[Path]:
+    """Where a path setting typed in the browser may point: the data and runs roots, plus the
+    torchvision weights cache for `*weights_path` and the annotation folder for `*_csv`."""
+    from core.confine import allowed_roots
+
+    roots = allowed_roots(data_root)
+    if key.endswith("weights_path"):
+        from core.models.imagenet import hub_folder
+
+        roots.append(hub_folder())
+    if key.endswith("_csv"):
+        from core.settings import annotations_path
+
+        roots.append(annotations_path().parent)
+    return roots
+
+
+def confine_job(data: Path | str, settings: dict[str, Any], data_root: Path | str) -> tuple[Path, dict]:
+    """The data folder and the settings of a job started from the browser, with every path confined
+    (core.confine): the data folder under the data or runs root, each non-empty path setting under
+    its `path_roots`. PathOutsideRootError names the setting and the path; the CLI is not confined."""
+    from core.confine import PathOutsideRootError, allowed_roots, confine
+
+    folder = confine(data, allowed_roots(data_root))
+    confined = dict(settings)
+    for key, value in settings.items():
+        if is_path_setting(key) and isinstance(value, str) and value.strip():
+            try:
+                confined[key] = str(confine(value, path_roots(key, data_root)))
+            except PathOutsideRootError as exc:
+                raise PathOutsideRootError(value, [Path(r) for r in exc.roots],
+                                           f" (setting {key})") from None
+    return folder, confined
+
+
 # ---------------------------------------------------------------- the settings form
 
 
@@ -196,7 +241,13 @@ def dataset_note(spec: Any, choice: DatasetChoice | None, data_root: Path,
                            + (f" (expected: {hint})" if hint else "") + ". Type a folder, or create "
                            "the demo data on Home.")
     if typed:
+        from core.confine import PathOutsideRootError, allowed_roots, confine
+
         folder = Path(choice.path).expanduser()
+        try:  # nothing outside the data / runs root is listed, not even whether it exists
+            confine(folder, allowed_roots(data_root))
+        except PathOutsideRootError as exc:
+            return "error", str(exc)
         if not folder.is_dir():
             return "error", f"{folder}: no such folder"
         rule = getattr(spec, "dataset_rule", None)

@@ -28,9 +28,10 @@ specs = {spec.name: spec for spec in list_specs()}
 
 def _start(family: str, data: Path, values: dict, device: str) -> None:
     spec = specs[family]
-    try:
-        job = jobs.submit(family, data, train_form.changed_settings(spec.defaults, values), device=device,
-                          runs_root=runs_root)
+    try:  # every path typed here stays under the data / runs root (core.confine)
+        changed = train_form.changed_settings(spec.defaults, values)
+        data, chosen = train_form.confine_job(data, changed, data_root)
+        job = jobs.submit(family, data, chosen, device=device, runs_root=runs_root)
     except SlicewiseError as exc:
         st.session_state["train_message"] = str(exc)
         return
