@@ -435,7 +435,10 @@ def _warm(browser, url: str, volume, run_name: str, z: int) -> float:
         p.go_to(volume.volume_id, z)
         t0 = time.perf_counter()
         p.click("annotate_propose")
-        p.wait_kind("model")
+        # the model's box, or the page saying it gives none there (a briefly trained model may not)
+        page.wait_for_function(f"() => ({KIND_JS})() === 'model' || "
+                               "document.body.innerText.includes('The model gives no box on this slice')",
+                               polling="raf", timeout=120_000)
         return time.perf_counter() - t0
     finally:
         context.close()
