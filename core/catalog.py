@@ -7,6 +7,7 @@ Every part is optional: a missing folder or an unreadable file becomes a line in
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,8 @@ class Catalog:
     has_demo: bool = False
     has_lidc: bool = False
     problems: list[str] = field(default_factory=list)
+    # links under the root (volume folders or files) that lead outside it: skipped (confinement)
+    outside_links: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """Headline numbers for the Home page."""
@@ -55,6 +58,25 @@ class Catalog:
             "training runs": len(self.runs),
             "checkpoints": len(self.checkpoints),
         }
+
+    def outside_links_note(self) -> str:
+        """One sentence for the Home page about `outside_links` ("" when there is none)."""
+        return outside_links_note(self.outside_links)
+
+
+SHOWN_LINKS = 3
+
+
+def outside_links_note(links: list[str]) -> str:
+    """"2 links leading outside the data root were skipped (ct/a, ct/b): copy the files in, or make
+    the linked folder the data root." -- naming the first SHOWN_LINKS links; "" without links."""
+    if not links:
+        return ""
+    names = ", ".join(links[:SHOWN_LINKS]) + (", …" if len(links) > SHOWN_LINKS else "")
+    many = len(links) > 1
+    return (f"{len(links)} link{'s' if many else ''} leading outside the data root "
+            f"{'were' if many else 'was'} skipped ({names}): copy the files in, or make the linked folder "
+            "the data root.")
 
 
 def volume_kind(path: Path) -> str:
@@ -78,23 +100,44 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def list_volumes(root: Path, problems: list[str] | None = None) -> list[VolumeEntry]:
+def list_volumes(root: Path, problems: list[str] | None = None,
+                 outside: list[str] | None = None) -> list[VolumeEntry]:
     """The loadable things under `root` (core.io.find_volumes), with a kind and a relative name.
 
-    Only what resolves under `root` (symlinks followed) is listed; the rest goes to `problems`.
-    DICOM series come first (what a reader opens most), the rest keep `find_volumes` order.
+    Only what resolves under `root` (symlinks followed) is listed. A volume file that links outside
+    goes to `outside` (its name relative to `root`) when given, else to `problems`; with `outside`,
+    the folder links leading outside (never walked into) are added too, so that nothing is skipped
+    unsaid. DICOM series come first (what a reader opens most), the rest keep `find_volumes` order.
     """
     from core.confine import is_within
     from core.io import find_volumes
 
-    entries = []
+    entries, links = [], []
     for p in find_volumes(root, problems):
         if not is_within(p, root):  # a link inside the data root pointing elsewhere
-            if problems is not None:
+            if outside is not None:
+                links.append(_relative(p, root))
+            elif problems is not None:
                 problems.append(f"{p}: skipped, it links outside the data root {root}")
             continue
         entries.append(VolumeEntry(p, _relative(p, root), volume_kind(p)))
+    if outside is not None:
+        outside.extend(sorted(links + [_relative(p, root) for p in folder_links_outside(root)]))
     return sorted(entries, key=lambda e: e.kind != "DICOM series")
+
+
+def folder_links_outside(root: Path) -> list[Path]:
+    """Links to folders under `root` that resolve outside it. `find_volumes` walks the folders it
+    would list volumes from (hidden and `truth/` ones pruned) and never follows a folder link."""
+    from core.confine import is_within
+    from core.io.discover import SKIP_DIRS
+
+    found = []
+    for current, dirs, _ in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS)
+        found += [Path(current, d) for d in dirs
+                  if os.path.islink(os.path.join(current, d)) and not is_within(Path(current, d), root)]
+    return found
 
 
 def count_annotation_rows(csv_path: Path) -> int:
@@ -171,6 +214,6 @@ def summarise(root: Path | str | None = None, runs_root: Path | None = None,
 
 def _fill_volumes(catalog: Catalog) -> None:
     try:
-        catalog.volumes = list_volumes(catalog.root, catalog.problems)
+        catalog.volumes = list_volumes(catalog.root, catalog.problems, catalog.outside_links)
     except (SlicewiseError, OSError) as exc:
         catalog.problems.append(f"{catalog.root}: cannot list volumes ({exc})")

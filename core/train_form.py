@@ -7,6 +7,7 @@ family's `dataset_rule`; the jobs table and curves are plain values read from th
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
@@ -230,11 +231,14 @@ def dataset_summary(spec: Any, folder: Path | str | None, settings: dict[str, An
 
 
 def dataset_note(spec: Any, choice: DatasetChoice | None, data_root: Path,
-                 typed: bool = False) -> tuple[str, str]:
+                 typed: bool = False, settings: dict[str, Any] | None = None) -> tuple[str, str]:
     """(level, text) the page shows under the data-set selector: what training will do with the
     pick ("info"), or why it cannot work ("error") before anything starts. The family's
-    `spec.dataset_check(folder) -> str` (optional) names a problem; "" means none. A `typed`
-    folder (not from the list) must also pass the family's `dataset_rule`."""
+    `spec.dataset_check(folder[, settings]) -> str` (optional) names a problem; "" means none. A
+    `typed` folder (not from the list) must also pass the family's `dataset_rule`. With `settings`
+    (the ones chosen on the page), their path settings must stay under their roots (as `confine_job`
+    asks at Start); a check that takes a second argument gets them over the family's defaults
+    (the defaults alone without `settings`): whether proposals count, which annotation file, ..."""
     hint = getattr(spec, "dataset_hint", "") or ""
     if choice is None:
         return "warning", (f"No folder under {data_root} looks like training data for {spec.name}"
@@ -258,16 +262,46 @@ def dataset_note(spec: Any, choice: DatasetChoice | None, data_root: Path,
         if rule is not None and not _safe_rule(rule, folder, names):
             return "error", (f"{folder} does not look like training data for {spec.title or spec.name}"
                              + (f" (expected: {hint})" if hint else ""))
+    if settings is not None:
+        from core.errors import SlicewiseError
+
+        try:  # a path setting outside its roots is refused here already, before the check reads it
+            _, settings = confine_job(choice.path, settings, data_root)
+        except SlicewiseError as exc:
+            return "error", str(exc)
+    settings = {**getattr(spec, "defaults", {}), **(settings or {})}
     check = spec.dataset_check
     if check is not None:
         try:
-            problem = str(check(Path(choice.path)) or "")
+            problem = str(run_dataset_check(check, Path(choice.path), settings) or "")
         except OSError as exc:
             problem = f"{choice.path}: unreadable ({exc})"
         if problem:
             return "error", problem
     return "info", f"Trains on `{choice.path}`." + (f" {spec.title or spec.name} learns from: {hint}."
                                                      if hint else "")
+
+
+def run_dataset_check(check: Any, folder: Path, settings: dict[str, Any]) -> Any:
+    """A family's `dataset_check` (a callable or a LazyRef): `check(folder, settings)` when it takes a
+    second argument, else `check(folder)` (the one-argument hook of older families still works)."""
+    from core.models import LazyRef
+
+    target = check.resolve() if isinstance(check, LazyRef) else check
+    return target(folder, settings) if _takes_two(target) else target(folder)
+
+
+def _takes_two(function: Any) -> bool:
+    """Whether `function` accepts two positional arguments (a `*args` counts)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: the one-argument hook
+        return False
+    kinds = [p.kind for p in parameters]
+    if inspect.Parameter.VAR_POSITIONAL in kinds:
+        return True
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(kind in positional for kind in kinds) >= 2
 
 
 def _safe_rule(rule, folder: Path, names: set[str]) -> bool:

@@ -78,6 +78,8 @@ def _contents(catalog: Catalog) -> None:
         table = pd.DataFrame([(v.name, v.kind) for v in catalog.volumes], columns=["Volume", "Kind"])
         st.dataframe(table, hide_index=True, width="stretch", height=min(400, 36 + 35 * len(table)))
         st.caption("Open them in the Viewer (sidebar).")
+    if catalog.outside_links:  # skipped by confinement: said, not silent
+        st.warning(catalog.outside_links_note(), icon=":material/link_off:")
     if catalog.runs:
         rows = [(r.name, r.family, r.status, r.checkpoints,
                  f"{r.best_metric_name} {r.best_metric:.4g}" if r.best_metric is not None else "")

@@ -52,23 +52,23 @@ def _setting_widget(field: train_form.SettingField, key: str):
     return st.text_input(label, value=field.default, key=key, help=field.help or None)
 
 
-def _pick_data(family: str, spec, column) -> tuple[Path | None, tuple[str, str]]:
-    """The data-set selector and what the page says about the pick (level, text)."""
-    choices = train_form.candidate_datasets(family, data_root)
+def _pick_data(family: str, spec, column, choices: list) -> tuple[train_form.DatasetChoice | None, bool]:
+    """The data-set selector over `choices`: the pick (None when there is none) and whether it was typed."""
     hint = spec.dataset_hint or f"folders under the data root {data_root} that suit {family}"
     if choices:
-        picked = column.selectbox("Data set", choices, format_func=lambda c: c.label,
-                                  key=f"train_data_{family}", help=hint)
-        level, note = train_form.dataset_note(spec, picked, data_root)
-        if level == "error" and train_form.demo_hint(choices, data_root):
-            note += "\n\n" + train_form.demo_hint(choices, data_root)
-        return picked.path, (level, note)
+        return column.selectbox("Data set", choices, format_func=lambda c: c.label,
+                                key=f"train_data_{family}", help=hint), False
     typed = column.text_input("Data folder", key=f"train_data_path_{family}", help=hint,
                               placeholder=f"no suitable folder found under {data_root}")
-    if typed:
-        choice = train_form.DatasetChoice(Path(typed), typed)
-        return choice.path, train_form.dataset_note(spec, choice, data_root, typed=True)
-    return None, train_form.dataset_note(spec, None, data_root)
+    return (train_form.DatasetChoice(Path(typed), typed), True) if typed else (None, False)
+
+
+def _data_note(spec, choices: list, picked, typed: bool, chosen: dict) -> tuple[str, str]:
+    """What the page says about the pick (level, text), checked with the chosen settings."""
+    level, note = train_form.dataset_note(spec, picked, data_root, typed=typed, settings=chosen)
+    if level == "error" and choices and train_form.demo_hint(choices, data_root):
+        note += "\n\n" + train_form.demo_hint(choices, data_root)
+    return level, note
 
 
 @st.cache_data(ttl=10, max_entries=32, show_spinner=False)
@@ -92,18 +92,23 @@ def new_job_form() -> None:
     family = top[0].selectbox("Model family", list(specs), format_func=lambda n: specs[n].title or n,
                               key="train_family")
     spec = specs[family]
-    data, (level, note) = _pick_data(family, spec, top[1])
+    choices = train_form.candidate_datasets(family, data_root)
+    picked, typed = _pick_data(family, spec, top[1], choices)
+    data = picked.path if picked is not None else None
     devices = jobs.device_options()
     where = "CUDA GPU found" if "cuda" in devices else "no CUDA GPU found: training on the CPU"
     device = top[2].selectbox("Device", devices, key="train_device", help=where)
     top[2].caption(where)
-    {"error": st.error, "warning": st.warning}.get(level, st.caption)(note)
+    note_slot = st.empty()  # filled once the preset is known: the check reads the chosen settings
     presets = spec.preset_names()
     preset = st.radio("Settings", presets, index=presets.index(train_form.default_preset(spec, devices)),
                       horizontal=True, key=f"train_preset_{family}",
                       help="reference = the published pipeline's values (meant for a GPU)")
-    summary = _summary(family, str(data) if data is not None else "",
-                       tuple(sorted(_chosen_settings(spec, family, preset).items())))
+    chosen = _chosen_settings(spec, family, preset)
+    level, note = _data_note(spec, choices, picked, typed, chosen)
+    with note_slot:
+        {"error": st.error, "warning": st.warning}.get(level, st.caption)(note)
+    summary = _summary(family, str(data) if data is not None else "", tuple(sorted(chosen.items())))
     if summary:
         st.info("**What training will use** (with the settings below)\n\n" + summary,
                 icon=":material/dataset:")

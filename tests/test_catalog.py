@@ -81,3 +81,49 @@ def test_unreadable_annotation_file_is_reported(data_root, tmp_path):
     csv_path.write_bytes(b"\xff\xfe\x00bad")
     result = catalog.summarise(data_root)
     assert any("lung_bbox.csv" in p for p in result.problems)
+
+
+def _linked_in(data_root, tmp_path):
+    """A real DICOM series and a NIfTI outside the data root, linked in; plus links that stay inside
+    or sit in a hidden folder (neither is reported)."""
+    outside = tmp_path / "outside"
+    hu = np.full((3, 16, 16), -1000, np.int16)
+    write_dicom_series(hu, outside / "lidc_series", spacing=(2.0, 1.0, 1.0))
+    write_nifti(np.zeros((4, 8, 8), np.float32), outside / "brain.nii.gz")
+    write_dicom_series(hu, data_root / "ct" / "series_a", spacing=(2.0, 1.0, 1.0))
+    (data_root / "ct" / "lidc_link").symlink_to(outside / "lidc_series", target_is_directory=True)
+    (data_root / "brain_link.nii.gz").symlink_to(outside / "brain.nii.gz")
+    (data_root / "alias").symlink_to(data_root / "ct", target_is_directory=True)  # inside: not reported
+    (data_root / ".cache").mkdir()
+    (data_root / ".cache" / "hidden_link").symlink_to(outside / "lidc_series", target_is_directory=True)
+    return outside
+
+
+def test_links_leading_outside_the_root_are_skipped_and_said(data_root, tmp_path):
+    from core.io import load_volume
+
+    outside = _linked_in(data_root, tmp_path)
+    assert load_volume(data_root / "ct" / "lidc_link").shape == (3, 16, 16)  # a real, loadable series
+    result = catalog.summarise(data_root)
+    assert [v.name for v in result.volumes] == ["ct/series_a"]  # confinement: nothing outside is listed
+    assert result.outside_links == ["brain_link.nii.gz", "ct/lidc_link"]
+    assert not result.problems  # said once, in the note, not as one problem per link
+    assert result.outside_links_note() == (
+        "2 links leading outside the data root were skipped (brain_link.nii.gz, ct/lidc_link): copy the "
+        "files in, or make the linked folder the data root.")
+    # the linked folder made the data root: its series is listed, nothing is skipped
+    moved = catalog.summarise(outside)
+    assert {v.name for v in moved.volumes} == {"lidc_series", "brain.nii.gz"} and not moved.outside_links
+    # without `outside` list_volumes keeps reporting a linked file as a problem (its old contract)
+    problems: list[str] = []
+    assert [v.name for v in catalog.list_volumes(data_root, problems)] == ["ct/series_a"]
+    link = data_root / "brain_link.nii.gz"
+    assert problems == [f"{link}: skipped, it links outside the data root {data_root}"]
+
+
+def test_outside_links_note_counts_and_names_the_first_few():
+    assert catalog.outside_links_note([]) == ""
+    assert catalog.outside_links_note(["ct/a"]).startswith(
+        "1 link leading outside the data root was skipped (ct/a): copy")
+    assert "4 links leading outside the data root were skipped (a, b, c, …): " in \
+        catalog.outside_links_note(["a", "b", "c", "d"])

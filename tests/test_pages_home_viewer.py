@@ -114,3 +114,17 @@ def test_viewer_keeps_working_after_a_bad_file(data_root):
     good = next(o for o in at.selectbox(key="viewer_volume").options if o.startswith("ct/series_a"))
     at.selectbox(key="viewer_volume").set_value(good).run()
     assert not at.exception and not at.error
+
+
+def test_home_says_which_links_outside_the_data_root_were_skipped(data_root, tmp_path):
+    _series(data_root)
+    outside = tmp_path / "outside"
+    write_dicom_series(np.full((3, 16, 16), -1000, np.int16), outside / "lidc", spacing=(2.0, 1.0, 1.0))
+    (data_root / "ct" / "lidc_link").symlink_to(outside / "lidc", target_is_directory=True)
+    at = _run("home.py")
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Volumes"] == "1"
+    assert list(at.dataframe[0].value["Volume"]) == ["ct/series_a"]
+    assert [w.value for w in at.warning] == [
+        "1 link leading outside the data root was skipped (ct/lidc_link): copy the files in, or make the "
+        "linked folder the data root."]

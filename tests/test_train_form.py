@@ -210,3 +210,112 @@ def test_confine_job_keeps_typed_paths_under_the_allowed_folders(tmp_path, monke
         train_form.confine_job(data_root / "escape", {}, data_root)
     assert train_form.confine_job(runs_root, {"cache_dir": str(runs_root / "c")}, data_root)[1]["cache_dir"] \
         == str((runs_root / "c").resolve())
+
+
+def _annotated_series(data_root, name: str, patient: str, annotators: list[str]):
+    """A real 4-slice CT series under `data_root/ct/<name>` (pydicom) with one box per slice in the
+    configured annotation CSV, stored under the given annotator names; returns the volume."""
+    import numpy as np
+
+    from core.annotations import BoxStore
+    from core.io import load_volume
+    from core.io.writers import write_dicom_series
+    from core.settings import annotations_path
+
+    hu = np.full((len(annotators), 16, 16), -1000, np.int16)
+    hu[:, 4:12, 3:13] = 40
+    folder = data_root / "ct" / name
+    write_dicom_series(hu, folder, spacing=(2.0, 1.0, 1.0), patient_id=patient)
+    volume = load_volume(folder)
+    store = BoxStore(annotations_path())
+    for z, who in enumerate(annotators):
+        store.upsert(volume.slice_ids[z], 0.2, 0.25, 0.8, 0.75, volume=volume.volume_id, slice=z,
+                     annotator=who)
+    return volume
+
+
+def test_dataset_note_checks_the_data_root_with_the_chosen_settings(data_root):
+    """Proposals only: refused unless include_proposals; every annotated volume excluded: refused;
+    annotations_csv: that file is checked (and must stay under its roots)."""
+    from core.models import get_spec
+    from core.settings import annotations_path
+
+    spec = get_spec("lung_localizer")
+    root = train_form.DatasetChoice(data_root, "annotated slices of the data root")
+    quick = spec.preset_settings("quick")
+    volume = _annotated_series(data_root, "p1", "P1", ["auto", "auto", "model:run_1", "auto"])
+    csv_path = annotations_path()
+
+    level, text = train_form.dataset_note(spec, root, data_root, settings=quick)
+    assert level == "error" and text.startswith(f"{csv_path}: no confirmed box to train on")
+    assert "4 unconfirmed proposal(s)" in text and "confirm boxes" in text and "include_proposals" in text
+    assert spec.dataset_check(data_root) == text  # the one-argument call checks the defaults
+    assert train_form.dataset_note(spec, root, data_root, settings={**quick, "include_proposals": True}) \
+        == ("info", f"Trains on `{data_root}`. {spec.title} learns from: {spec.dataset_hint}.")
+
+    _annotated_series(data_root, "p2", "P2", ["radiologist", "auto"])
+    assert train_form.dataset_note(spec, root, data_root, settings=quick)[0] == "info"
+    others = ",".join(row["Volume"] for row in _rows(csv_path) if row["Volume"] != volume.volume_id)
+    level, text = train_form.dataset_note(spec, root, data_root,
+                                          settings={**quick, "exclude_volumes": others})
+    assert level == "error" and "no confirmed box" in text  # p1 left: proposals only
+    every = f"{others}, {volume.volume_id}"
+    level, text = train_form.dataset_note(
+        spec, root, data_root, settings={**quick, "exclude_volumes": every, "include_proposals": True})
+    assert level == "error" and "every annotated volume is excluded by the setting exclude_volumes" in text
+    assert volume.volume_id in text and str(csv_path) in text
+
+    # annotations_csv: another file is checked instead; it must exist and stay under its roots
+    mine = data_root / "mine.csv"
+    level, text = train_form.dataset_note(spec, root, data_root,
+                                          settings={**quick, "annotations_csv": str(mine)})
+    assert level == "error" and f"({mine.resolve()} does not exist)" in text
+    mine.write_text(csv_path.read_text())
+    assert train_form.dataset_note(spec, root, data_root,
+                                   settings={**quick, "annotations_csv": str(mine)})[0] == "info"
+    outside = data_root.parent / "elsewhere.csv"
+    level, text = train_form.dataset_note(spec, root, data_root,
+                                          settings={**quick, "annotations_csv": str(outside)})
+    assert level == "error" and "outside the folders" in text and "setting annotations_csv" in text
+
+
+def _rows(csv_path) -> list[dict]:
+    import csv
+
+    with open(csv_path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_one_argument_dataset_check_still_works(tmp_path):
+    """A family's check may take (folder) or (folder, settings); a LazyRef is resolved first."""
+    from types import SimpleNamespace
+
+    from core.models import LazyRef
+
+    seen = []
+
+    def one(folder):
+        seen.append((folder,))
+        return ""
+
+    def two(folder, settings):
+        seen.append((folder, settings))
+        return "too few epochs" if settings["max_epochs"] < 2 else ""
+
+    choice = train_form.DatasetChoice(tmp_path, "here")
+    for check, settings in ((one, {"max_epochs": 1}), (two, {"max_epochs": 1}), (two, None)):
+        spec = SimpleNamespace(name="toy", title="Toy", defaults={"max_epochs": 3, "lr": 0.1},
+                               dataset_hint="", dataset_check=check)
+        seen.clear()
+        level, _ = train_form.dataset_note(spec, choice, tmp_path, settings=settings)
+        if check is one:
+            assert level == "info" and seen == [(tmp_path,)]
+        elif settings is None:  # no settings from the caller: the family's defaults
+            assert level == "info" and seen == [(tmp_path, {"max_epochs": 3, "lr": 0.1})]
+        else:
+            assert level == "error" and seen == [(tmp_path, {"max_epochs": 1, "lr": 0.1})]
+    lazy = LazyRef("tests.summary_family:check")  # a one-argument check behind a LazyRef
+    (tmp_path / "boxes.csv").write_text("Volume,Slice,annotator\nv,1,auto\n")
+    spec = SimpleNamespace(name="toy", title="Toy", defaults={}, dataset_hint="", dataset_check=lazy)
+    level, text = train_form.dataset_note(spec, choice, tmp_path, settings={})
+    assert level == "error" and "no confirmed boxes yet" in text

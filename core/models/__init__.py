@@ -104,8 +104,9 @@ class ModelSpec:
     modalities: tuple[str, ...] = ()
     dataset_rule: DatasetRule | None = None
     dataset_hint: str = ""
-    # folder -> "" when training on it can work, else why not (shown by the Train page before a start)
-    dataset_check: Callable[[Path], str] | None = None
+    # (folder, settings) -> "" when training on it with those settings (over `defaults`) can work, else
+    # why not (the Train page shows it and disables Start); a check taking only (folder) works too
+    dataset_check: Callable[..., str] | None = None
     # (folder, settings) -> markdown, "" when nothing to say: what training on that folder will use
     # (e.g. "12 confirmed boxes from 1 patient; 30 proposals left out; validation: a block of top slices")
     dataset_summary: Callable[[Path, dict], str] | None = None

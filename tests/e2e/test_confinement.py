@@ -117,7 +117,8 @@ def test_a_page_error_is_one_line_without_a_traceback(data_root, monkeypatch, tm
 
 def test_train_page_refuses_a_path_setting_outside(data_root, outside):
     """weights_path / cache_dir / annotations_csv typed in the settings form: only under the data or
-    runs root (weights also in torchvision's cache); refused naming the setting, no job started."""
+    runs root (weights also in torchvision's cache); refused naming the setting before Start (the
+    data-set note checks the chosen settings, Start is disabled), no job started."""
     from core import jobs
     from tests.test_jobs import write_tiny_prepared
 
@@ -127,10 +128,10 @@ def test_train_page_refuses_a_path_setting_outside(data_root, outside):
     at.radio(key="train_preset_lung_localizer").set_value("reference").run()
     field = at.text_input(key="train_set_lung_localizer_reference_weights_path")
     field.set_value(str(data_root / ".." / "outside" / "weights.pth")).run()
-    at.button(key="train_start_lung_localizer").click().run()
     assert not at.exception
     errors = [e.value for e in at.error]
     assert any("setting weights_path" in e and "outside the folders" in e for e in errors), errors
+    assert at.button(key="train_start_lung_localizer").disabled
     assert jobs.list_jobs() == []
 
 

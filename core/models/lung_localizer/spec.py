@@ -73,27 +73,48 @@ def _annotation_csv(settings: dict | None) -> Path:
     return Path(chosen).expanduser() if chosen else annotations_path()
 
 
-def dataset_problem(folder: Path) -> str:
-    """Why training on `folder` cannot work, or "": cheap checks of what the trainer would read (no
-    pixels): a prepared folder needs train and validation slices; the data root needs annotated
-    slices (one series is enough: its slices are split in blocks, see prepare.slice_block_split)."""
+def dataset_problem(folder: Path, settings: dict | None = None) -> str:
+    """Why training on `folder` with `settings` (default: DEFAULTS) cannot work, or "": cheap checks of
+    what the trainer would read (no pixels): a prepared folder needs train and validation slices; the
+    data root (or the demo folder with an `annotations_csv`) needs annotated slices in that CSV (one
+    series is enough: its slices are split in blocks, see prepare.slice_block_split) that are left
+    once `exclude_volumes` is applied, and confirmed ones unless `include_proposals`."""
     import csv
 
-    folder = Path(folder)
+    folder, settings = Path(folder), {**DEFAULTS, **(settings or {})}
     if (folder / "stats.json").is_file() and (folder / "boxes.csv").is_file():
         splits = {row.get("split") for row in csv.DictReader((folder / "boxes.csv").open(newline=""))}
         missing = [name for name in ("train", "val") if name not in splits]
         return f"{folder / 'boxes.csv'}: no {' or '.join(missing)} slices; prepare it again (split=blocks " \
             "holds out a block of slices when there is only one patient)" if missing else ""
-    if (folder / "manifest.json").is_file() and (folder / "truth").is_dir():
+    demo = (folder / "manifest.json").is_file() and (folder / "truth").is_dir()
+    if demo and not settings.get("annotations_csv"):
         return ""  # the demo data set trains on its ground-truth boxes
-    csv_path = _annotation_csv(None)
+    csv_path = _annotation_csv(settings)
     if not csv_path.is_file():
         return f"No lung boxes annotated yet ({csv_path} does not exist): draw boxes on the Annotate page, " \
             "or pick a prepared folder or the demo data"
-    if not any(row.get("Volume") for row in csv.DictReader(csv_path.open(newline=""))):
+    rows = [row for row in csv.DictReader(csv_path.open(newline="")) if row.get("Volume")]
+    if not rows:
         return f"{csv_path}: no annotated slice yet: draw boxes on the Annotate page"
+    excluded = _excluded(settings)
+    kept = [row for row in rows if row["Volume"] not in excluded]
+    if not kept:
+        volumes = ", ".join(sorted({row["Volume"] for row in rows}))
+        return (f"{csv_path}: every annotated volume is excluded by the setting exclude_volumes ({volumes}): "
+                "clear it, or annotate another volume")
+    from core.annotate import is_proposal
+
+    if not settings.get("include_proposals") and all(is_proposal(row) for row in kept):
+        return (f"{csv_path}: no confirmed box to train on, only {len(kept)} unconfirmed proposal(s) "
+                "(left out while include_proposals is off): confirm boxes on the Annotate page, or set "
+                "include_proposals to train on the proposals")
     return ""
+
+
+def _excluded(settings: dict) -> set[str]:
+    """The `exclude_volumes` setting (comma-separated volume ids) as a set."""
+    return {v.strip() for v in str(settings.get("exclude_volumes") or "").split(",") if v.strip()}
 
 
 def dataset_summary(folder: Path, settings: dict) -> str:
