@@ -216,13 +216,23 @@ def demo_hint(choices: list[DatasetChoice], data_root: Path) -> str:
             "train on without annotations (it is then offered here as \"demo data (demo)\").")
 
 
-def dataset_summary(spec: Any, folder: Path | str | None, settings: dict[str, Any] | None = None) -> str:
+def dataset_summary(spec: Any, folder: Path | str | None, settings: dict[str, Any] | None = None,
+                    data_root: Path | str | None = None) -> str:
     """What training `spec` on `folder` will use (markdown), from the family's optional
     `dataset_summary(folder, settings) -> str` (a callable or a LazyRef); "" when the family has
-    none or nothing to say. A summary that fails names its error instead of breaking the page."""
+    none or nothing to say. A summary that fails names its error instead of breaking the page.
+    With `data_root` (the page's), the folder and path settings must stay under their roots (as
+    `confine_job` asks at Start): else "" (the data-set note says why), and nothing is read."""
     summarise = getattr(spec, "dataset_summary", None)
     if summarise is None or folder is None:
         return ""
+    if data_root is not None:
+        from core.errors import SlicewiseError
+
+        try:
+            folder, settings = confine_job(folder, dict(settings or {}), data_root)
+        except SlicewiseError:
+            return ""
     full = {**getattr(spec, "defaults", {}), **(settings or {})}
     try:
         return str(summarise(Path(folder), full) or "").strip()

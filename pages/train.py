@@ -72,9 +72,10 @@ def _data_note(spec, choices: list, picked, typed: bool, chosen: dict) -> tuple[
 
 
 @st.cache_data(ttl=10, max_entries=32, show_spinner=False)
-def _summary(family: str, data: str, chosen: tuple) -> str:
-    """The family's dataset_summary for a data set and settings; kept 10 s (reruns come often)."""
-    return train_form.dataset_summary(specs[family], Path(data) if data else None, dict(chosen))
+def _summary(family: str, data: str, chosen: tuple, root: str) -> str:
+    """The family's dataset_summary for a data set and settings (paths confined to the data / runs
+    root); kept 10 s (reruns come often)."""
+    return train_form.dataset_summary(specs[family], Path(data) if data else None, dict(chosen), Path(root))
 
 
 def _chosen_settings(spec, family: str, preset: str) -> dict:
@@ -108,7 +109,8 @@ def new_job_form() -> None:
     level, note = _data_note(spec, choices, picked, typed, chosen)
     with note_slot:
         {"error": st.error, "warning": st.warning}.get(level, st.caption)(note)
-    summary = _summary(family, str(data) if data is not None else "", tuple(sorted(chosen.items())))
+    summary = _summary(family, str(data) if data is not None else "", tuple(sorted(chosen.items())),
+                       str(data_root))
     if summary:
         st.info("**What training will use** (with the settings below)\n\n" + summary,
                 icon=":material/dataset:")

@@ -319,3 +319,22 @@ def test_a_one_argument_dataset_check_still_works(tmp_path):
     spec = SimpleNamespace(name="toy", title="Toy", defaults={}, dataset_hint="", dataset_check=lazy)
     level, text = train_form.dataset_note(spec, choice, tmp_path, settings={})
     assert level == "error" and "no confirmed boxes yet" in text
+
+
+def test_dataset_summary_reads_no_annotation_file_outside_the_allowed_folders(tmp_path, monkeypatch):
+    from core.annotations import BoxStore
+    from core.models import get_spec
+
+    data_root, outside = tmp_path / "data", tmp_path / "outside"
+    data_root.mkdir()
+    monkeypatch.setenv("SLICEWISE_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("SLICEWISE_ANNOTATIONS", str(tmp_path / "notes" / "lung_bbox.csv"))
+    BoxStore(outside / "secret.csv").upsert("1.2.3", 0.1, 0.1, 0.6, 0.6, volume="v", slice=0, annotator="dr")
+    spec = get_spec("lung_localizer")
+    settings = {"annotations_csv": str(outside / "secret.csv")}
+    assert "1 confirmed box" in train_form.dataset_summary(spec, data_root, settings)  # the CLI's view
+    assert train_form.dataset_summary(spec, data_root, settings, data_root) == ""  # the page's: nothing read
+    inside = {"annotations_csv": str(tmp_path / "notes" / "mine.csv")}
+    BoxStore(tmp_path / "notes" / "mine.csv").upsert("1.2.4", 0.1, 0.1, 0.6, 0.6, volume="v", slice=1,
+                                                     annotator="dr")
+    assert "1 confirmed box" in train_form.dataset_summary(spec, data_root, inside, data_root)
