@@ -114,7 +114,8 @@ def list_volumes(root: Path, problems: list[str] | None = None,
 
     entries, links = [], []
     for p in find_volumes(root, problems):
-        if not is_within(p, root):  # a link inside the data root pointing elsewhere
+        # a link inside the data root pointing elsewhere, or a series folder with such a link in it
+        if not is_within(p, root) or _holds_links_outside(p, root):
             if outside is not None:
                 links.append(_relative(p, root))
             elif problems is not None:
@@ -124,6 +125,20 @@ def list_volumes(root: Path, problems: list[str] | None = None,
     if outside is not None:
         outside.extend(sorted(links + [_relative(p, root) for p in folder_links_outside(root)]))
     return sorted(entries, key=lambda e: e.kind != "DICOM series")
+
+
+def _holds_links_outside(path: Path, root: Path) -> bool:
+    """A folder (a DICOM series: its reader opens the files in it) holding a link that resolves
+    outside `root`: listed, its slices would be read from outside the data root."""
+    from core.confine import is_within
+
+    if not path.is_dir():
+        return False
+    try:
+        with os.scandir(path) as entries:
+            return any(e.is_symlink() and not is_within(Path(e.path), root) for e in entries)
+    except OSError:
+        return False
 
 
 def folder_links_outside(root: Path) -> list[Path]:

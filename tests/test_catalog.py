@@ -127,3 +127,24 @@ def test_outside_links_note_counts_and_names_the_first_few():
         "1 link leading outside the data root was skipped (ct/a): copy")
     assert "4 links leading outside the data root were skipped (a, b, c, …): " in \
         catalog.outside_links_note(["a", "b", "c", "d"])
+
+
+def test_a_series_folder_whose_slices_link_outside_is_not_listed(data_root, tmp_path):
+    """The folder is inside the data root, its slice files are links to files outside: listed, the
+    Viewer would read them from outside. Skipped and said like a folder link."""
+    outside = tmp_path / "outside"
+    hu = np.full((3, 16, 16), -1000, np.int16)
+    write_dicom_series(hu, outside / "private", spacing=(2.0, 1.0, 1.0))
+    write_dicom_series(hu, data_root / "ct" / "own", spacing=(2.0, 1.0, 1.0))
+    mixed = data_root / "ct" / "mixed"
+    mixed.mkdir()
+    for f in sorted((outside / "private").iterdir()):
+        (mixed / f.name).symlink_to(f)
+    inner = data_root / "ct" / "inner_links"  # links that stay inside the root are fine
+    inner.mkdir()
+    for f in sorted((data_root / "ct" / "own").iterdir()):
+        (inner / f.name).symlink_to(f)
+    result = catalog.summarise(data_root)
+    assert [v.name for v in result.volumes] == ["ct/inner_links", "ct/own"]
+    assert result.outside_links == ["ct/mixed"]
+    assert "ct/mixed" in result.outside_links_note()
