@@ -61,7 +61,7 @@ def make_training(settings: dict[str, Any], data: Path, run_dir: Path):
             self.model = build(**self.model_args)
 
         def describe(self) -> dict[str, Any]:
-            return {"classes": list(CLASSES)}
+            return {"classes": list(CLASSES), "world_size": int(self.trainer.world_size)}
 
         def _loss(self, batch):
             x, y = batch
@@ -69,11 +69,11 @@ def make_training(settings: dict[str, Any], data: Path, run_dir: Path):
 
         def training_step(self, batch, _):
             loss = self._loss(batch)
-            self.log("train_loss", loss, on_epoch=True, on_step=False)
+            self.log("train_loss", loss, on_epoch=True, on_step=False, sync_dist=True)
             return loss
 
         def validation_step(self, batch, _):
-            self.log("val_loss", self._loss(batch), on_epoch=True, on_step=False)
+            self.log("val_loss", self._loss(batch), on_epoch=True, on_step=False, sync_dist=True)
 
         def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), lr=float(settings["lr"]))
@@ -85,10 +85,10 @@ def make_training(settings: dict[str, Any], data: Path, run_dir: Path):
 
     class ToyData(pl.LightningDataModule):
         def train_dataloader(self):
-            return DataLoader(tensors(range(40)), batch_size=16, shuffle=True)
+            return DataLoader(tensors(range(40)), batch_size=int(settings["batch_size"]), shuffle=True)
 
         def val_dataloader(self):
-            return DataLoader(tensors(range(1000, 1008)), batch_size=16)
+            return DataLoader(tensors(range(1000, 1008)), batch_size=int(settings["batch_size"]))
 
     return ToyModule(), ToyData()
 

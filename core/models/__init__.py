@@ -27,6 +27,7 @@ FAMILY_NAMES = ("lung_localizer", "xray_classifier", "ct_classifier", "vnet", "b
 COMMON_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
+    "devices": 0,
     "precision": "auto",
     "num_workers": 2,
     "deterministic": True,
@@ -40,6 +41,8 @@ COMMON_CHOICES: dict[str, tuple] = {
 COMMON_HELP: dict[str, str] = {
     "seed": "fixes the split order, initial weights and augmentations (also after resume)",
     "device": "auto = the GPU when there is one, else the CPU",
+    "devices": "processes to train with (DDP): 0 = every GPU (DDP when several), one process on the CPU; "
+               "N = N GPUs, or N CPU processes (DDP over gloo; batch_size is per process)",
     "precision": "auto = bf16/16-bit mixed precision on a GPU, 32-bit on the CPU",
     "num_workers": "data-loader worker processes",
     "deterministic": "use deterministic algorithms where torch has them",

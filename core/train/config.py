@@ -49,6 +49,7 @@ RANGES: tuple[tuple[str, float | None, bool, float | None, bool], ...] = (
     (r"(.*_)?(lr_gamma|lr_decay_rate)", 0, False, 1, True),
     (r"(.*_)?(lr_step|.*_steps)", 1, True, None, False),
     (r"num_workers", 0, True, None, False),
+    (r"devices", 0, True, None, False),
     (r"(val|test)_fraction", 0, False, 1, False),
     (r".*_fraction", 0, False, 1, True),
     (r"dropout", 0, True, 1, False),

@@ -254,13 +254,18 @@ def _callbacks(
 
 
 def trainer_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
-    """Accelerator, devices, strategy (DDP on several GPUs) and precision from the settings."""
+    """Accelerator, devices, strategy and precision from the settings: DDP on several GPUs (every
+    one, or `devices` of them), or over `devices` > 1 CPU processes (gloo, Lightning's backend for
+    the CPU); one process otherwise."""
     device = choose_device(str(settings.get("device", "auto")))
+    count = int(settings.get("devices") or 0)
     precision = str(settings.get("precision", "auto"))
     if precision == "auto":
         precision = default_precision(device)
     if device == "cpu":
-        return {"accelerator": "cpu", "devices": 1, "strategy": "auto", "precision": precision}
+        several = count > 1
+        return {"accelerator": "cpu", "devices": count if several else 1,
+                "strategy": "ddp" if several else "auto", "precision": precision}
     if ":" in device:
         return {
             "accelerator": "gpu",
@@ -268,10 +273,10 @@ def trainer_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
             "strategy": "auto",
             "precision": precision,
         }
-    several = gpu_count() > 1
+    several = (count or gpu_count()) > 1
     return {
         "accelerator": "gpu",
-        "devices": "auto",
+        "devices": count or "auto",
         "strategy": "ddp" if several else "auto",
         "precision": precision,
     }

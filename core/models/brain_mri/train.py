@@ -73,14 +73,14 @@ class BrainGradeModule(pl.LightningModule):
         if self.settings.get("augment", True):
             x = flip_batch(x)
         loss = torch.nn.functional.cross_entropy(self.model(x).float(), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         x, y, patient = batch
         logits = self.model(x).float()
         loss = torch.nn.functional.cross_entropy(logits, y)
-        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         self._val.append((torch.softmax(logits, 1)[:, 1].detach().cpu(), y.cpu(), patient.cpu()))
 
     def on_validation_epoch_end(self) -> None:

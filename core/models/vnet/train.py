@@ -92,7 +92,7 @@ class VNetModule(pl.LightningModule):
         distance = batch["distance"] if self.loss_fn.needs_distance else None
         loss = self.loss_fn(logits, batch["label"], distance, self.current_epoch)
         n = batch["image"].shape[0]
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         if self.settings["loss"] == "hybrid":
             self.log(
                 "boundary_weight",
@@ -107,7 +107,8 @@ class VNetModule(pl.LightningModule):
         logits = self.model.segmenter(batch["image"])
         distance = batch["distance"] if self.loss_fn.needs_distance else None
         loss = self.loss_fn(logits, batch["label"], distance, self.current_epoch)
-        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=batch["image"].shape[0])
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=batch["image"].shape[0],
+                 sync_dist=True)
         pred, truth = logits > 0, batch["label"] > 0.5
         for i, case_id in enumerate(batch["case_id"]):
             tp = int((pred[i] & truth[i]).sum())
