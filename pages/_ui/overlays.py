@@ -87,11 +87,9 @@ def annotated_box_layer(csv_path: Path, volume: Volume) -> dict[str, OverlayLaye
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _stored_prediction(_found: predictions.PredictionSet, sidecar: str, mtime_ns: int):
-    """The stored set, its heatmap kept as float16 (half the memory; the browser gets 256 levels anyway)."""
-    stored = predictions.load_prediction(_found)
-    if stored.heatmap is not None and stored.heatmap.dtype != np.float16:
-        stored.heatmap = stored.heatmap.astype(np.float16)
-    return stored
+    """The stored set, its heatmap kept as float16 (half the memory; the browser gets 256 levels anyway),
+    read so slice by slice (never whole at float32)."""
+    return predictions.load_prediction(_found, heatmap_dtype=np.float16)
 
 
 def prediction_layers(volume: Volume, runs_root: Path | None = None,
