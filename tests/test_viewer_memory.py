@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,37 @@ def test_release_freed_memory_runs_on_any_c_library():
     assert release_freed_memory() in (True, False)
     np.ones(SHAPE, np.float32)  # freed at once
     release_freed_memory()
+
+
+def test_the_viewer_page_keeps_no_copy_of_the_volume_or_its_feeds_between_runs(data_root):
+    """Through the page (AppTest): the run that sends the feeds, and a rerun, leave nothing volume-sized
+    behind (the volume is cached once, read-only; feed payloads are not cached)."""
+    from streamlit.testing.v1 import AppTest
+
+    rng = np.random.default_rng(2)
+    hu = rng.normal(-300, 400, (64, 128, 128)).clip(-1024, 3000).astype(np.int16)
+    write_dicom_series(hu, data_root / "ct", spacing=(2.5, 0.7, 0.7))
+    nbytes = hu.size * 4
+    page = Path(__file__).resolve().parents[1] / "pages" / "viewer.py"
+    at = AppTest.from_file(str(page), default_timeout=60)
+    at.run()  # loads the volume, paints the opening slice
+    assert not at.exception and len(at.get("bidi_component")) == 1
+
+    def rerun() -> int:
+        at.run()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0]
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        after_feeds = rerun()  # the browser reported its first paint: this run sends every other slice
+        feeds = [el for el in at.get("bidi_component") if el.proto.component_name.endswith("slice_feed")]
+        after_rerun = rerun()
+    finally:
+        tracemalloc.stop()
+    assert not at.exception and len(feeds) == 4
+    assert sum(len(el.proto.bytes) for el in feeds) > 0.2 * nbytes  # what a cache of the feeds would hold
+    assert after_feeds - before < 0.1 * nbytes, f"{(after_feeds - before) / 2**20:.1f} MiB kept"
+    assert after_rerun - before < 0.1 * nbytes, f"{(after_rerun - before) / 2**20:.1f} MiB kept"
