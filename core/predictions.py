@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from numpy.typing import DTypeLike
 
 from core import settings
 from core.annotations import COLUMNS, atomic_write_text
@@ -338,11 +337,13 @@ def find_prediction_set(volume_id: str, checkpoint: Path | str | Sequence[Path |
 # ---------------------------------------------------------------- load
 
 
-def load_prediction(found: PredictionSet, heatmap_dtype: DTypeLike | None = None) -> Prediction:
+def load_prediction(found: PredictionSet,
+                    heatmap_as: Callable[[np.ndarray], np.ndarray] | None = None) -> Prediction:
     """The stored Prediction of a set (boxes from its CSV as a (z, 4) array with NaN rows).
 
-    `heatmap_dtype` (e.g. float16 for a viewer): the heatmap is read slice by slice into that type
-    and kept so (a Prediction otherwise holds float32), never held whole at float32."""
+    `heatmap_as` (a viewer's smaller type: e.g. uint8 0-255): the heatmap is read a slice at a time,
+    each stored slice passed through it, and kept as it returns them (a Prediction otherwise holds
+    float32): the heatmap is never whole at float32."""
     side = found.sidecar or found.path.with_suffix(".json")
     try:
         meta = json.loads(side.read_text(encoding="utf-8"))
@@ -358,10 +359,10 @@ def load_prediction(found: PredictionSet, heatmap_dtype: DTypeLike | None = None
     heatmap = None
     if any(n in found.fields for n in ARRAY_FIELDS):
         npz = side.with_suffix(".npz")
-        names = ARRAY_FIELDS if heatmap_dtype is None else tuple(n for n in ARRAY_FIELDS if n != "heatmap")
+        names = ARRAY_FIELDS if heatmap_as is None else tuple(n for n in ARRAY_FIELDS if n != "heatmap")
         values.update(load_arrays(npz, names))
-        if heatmap_dtype is not None:
-            heatmap = load_array_as(npz, "heatmap", heatmap_dtype)
+        if heatmap_as is not None:
+            heatmap = load_array_as(npz, "heatmap", heatmap_as)
     classes = meta.get("classes")
     prediction = Prediction(family=str(meta.get("family", found.family)), model=str(meta.get("model", "")),
                             label=meta.get("predicted_label"), probabilities=meta.get("probabilities"),
@@ -384,10 +385,10 @@ def load_arrays(path: Path, names: Sequence[str] = ARRAY_FIELDS) -> dict[str, np
         raise PredictionStoreError(f"{path}: cannot read the predicted arrays ({exc})") from None
 
 
-def load_array_as(path: Path, name: str, dtype: DTypeLike) -> np.ndarray | None:
-    """Array `name` of a set's .npz converted to `dtype` one slice (first axis) at a time, or None when
-    the file has no such array: no whole copy at the stored type (a float32 heatmap read as float16
-    peaks at its float16 size, not at 1.5x its float32 size)."""
+def load_array_as(path: Path, name: str, convert: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
+    """Array `name` of a set's .npz read one slice (first axis) at a time, each slice passed through
+    `convert` (e.g. to a smaller type), or None when the file has no such array: no whole copy at the
+    stored type (a float32 heatmap kept as uint8 peaks at its uint8 size, not at 1.25x its float32)."""
     try:
         with zipfile.ZipFile(path) as archive:
             if f"{name}.npy" not in archive.namelist():
@@ -397,17 +398,20 @@ def load_array_as(path: Path, name: str, dtype: DTypeLike) -> np.ndarray | None:
                 read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                                else np.lib.format.read_array_header_2_0)
                 shape, fortran, stored = read_header(handle)
-                if fortran or stored.hasobject or not shape:
-                    return np.asarray(load_arrays(path, (name,))[name], dtype=dtype)
-                out = np.empty(shape, dtype=dtype)
-                rows = out.reshape(shape[0], -1)
-                size = rows.shape[1] * stored.itemsize
+                if fortran or stored.hasobject or len(shape) < 2:
+                    whole = load_arrays(path, (name,))[name]
+                    return np.stack([convert(plane) for plane in whole]) if len(whole) else whole
+                size = int(np.prod(shape[1:], dtype=np.int64)) * stored.itemsize
+                out = None
                 for i in range(shape[0]):
                     block = handle.read(size)
                     if len(block) != size:
                         raise ValueError(f"{name} ends after {i} of {shape[0]} slices")
-                    rows[i] = np.frombuffer(block, stored)
-                return out
+                    plane = np.asarray(convert(np.frombuffer(block, stored).reshape(shape[1:])))
+                    if out is None:
+                        out = np.empty((shape[0], *plane.shape), dtype=plane.dtype)
+                    out[i] = plane
+                return out if out is not None else np.empty(shape, dtype=stored)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise PredictionStoreError(f"{path}: cannot read the predicted arrays ({exc})") from None
 
