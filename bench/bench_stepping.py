@@ -439,7 +439,7 @@ def run(steps: int) -> int:
                                                                 "3.33x"))
     for label, peak, before in peaks:
         print(f"  {label:34} {peak:5.0f} MiB: peak - warm idle = {(peak - warm_mib) / mib:.2f}x the volume "
-              f"(target <= 1.5x; before the one-feed-at-a-time payloads: {before}), "
+              f"(target <= 1.5x; before the memory work: {before}), "
               f"peak - cold idle = {(peak - idle_mib) / mib:.2f}x")
     for label, h in (("viewing", heap), ("with the two layers", heap_overlays)):
         print(f"browser ({label}): JS heap {h['js_heap_mib']:.0f} MiB (CDP JSHeapUsedSize), the viewer's "

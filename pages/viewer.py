@@ -287,6 +287,7 @@ COMPACT = "<style>[data-testid='stMainBlockContainer'] { padding-top: 2.5rem; }<
 
 
 def main() -> None:
+    release_freed_memory()  # what the last run's messages left once sent (freed after that run ended)
     st.html(COMPACT)
     st.title("Viewer")
     root = data_root()

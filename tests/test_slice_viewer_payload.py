@@ -88,4 +88,4 @@ def test_the_feeds_carry_every_slice_but_the_start_once_exactly():
         np.testing.assert_array_equal(from_raw(decode_plane(blob, volume.shape[1:]), coding), volume.array[i])
     assert set(payloads[0][0]["indices"]) >= {i for i in range(CHUNK, 2 * CHUNK) if i != 10}  # its own run
     far = [max(abs(i - 10) for i in h["indices"]) for h, _ in payloads]
-    assert len(payloads) == 2 and far == sorted(far)  # nearest runs first
+    assert len(payloads) >= 2 and far == sorted(far)  # nearest runs first

@@ -29,9 +29,10 @@ from core.volume import Volume
 from pages._ui.slice_viewer import stack_id
 
 CHUNK = 8  # axial slices per run in the feeds (~1.7 MB at 512x512 CT)
-FEED_CHUNKS = 2  # runs per feed payload (~3.4 MB at 512x512 CT), nearest the opening slice first: Streamlit
-# copies a payload several times while it sends it (proto, hash, websocket), so the server's peak grows
-# with the largest payload; 3 runs peaked ~20 MiB higher on LIDC-IDRI-0001, one payload of the rest 60+
+FEED_CHUNKS = 1  # runs per feed payload (~1.7 MB at 512x512 CT), nearest the opening slice first: Streamlit
+# copies a payload several times while it sends it (proto, hash, websocket) while the next one is
+# encoded, so the server's peak grows with the payload size (LIDC-IDRI-0001, two runs each: two runs
+# per payload peaked ~25 MiB higher than one)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
