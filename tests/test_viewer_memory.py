@@ -4,7 +4,7 @@ pydicom, a prediction stored by core.predictions): bounds on peak allocation, no
 What the bounds guard (bench/bench_stepping.py measures the whole server's RSS): the reader does not
 hold a second volume-sized array, the browser payloads are built one feed at a time (never the whole
 compressed volume at once beside the copies Streamlit makes of each payload), and a stored heatmap is
-read into the Viewer's float16 without a whole float32 copy."""
+read into the Viewer's uint8 0-255 without a whole float32 copy."""
 
 from __future__ import annotations
 
