@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import re
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -336,8 +337,13 @@ def find_prediction_set(volume_id: str, checkpoint: Path | str | Sequence[Path |
 # ---------------------------------------------------------------- load
 
 
-def load_prediction(found: PredictionSet) -> Prediction:
-    """The stored Prediction of a set (boxes from its CSV as a (z, 4) array with NaN rows)."""
+def load_prediction(found: PredictionSet,
+                    heatmap_as: Callable[[np.ndarray], np.ndarray] | None = None) -> Prediction:
+    """The stored Prediction of a set (boxes from its CSV as a (z, 4) array with NaN rows).
+
+    `heatmap_as` (a viewer's smaller type: e.g. uint8 0-255): the heatmap is read a slice at a time,
+    each stored slice passed through it, and kept as it returns them (a Prediction otherwise holds
+    float32): the heatmap is never whole at float32."""
     side = found.sidecar or found.path.with_suffix(".json")
     try:
         meta = json.loads(side.read_text(encoding="utf-8"))
@@ -350,20 +356,63 @@ def load_prediction(found: PredictionSet) -> Prediction:
             if z < len(boxes):
                 boxes[z] = box
         values["boxes"] = boxes
+    heatmap = None
     if any(n in found.fields for n in ARRAY_FIELDS):
-        values.update(load_arrays(side.with_suffix(".npz")))
+        npz = side.with_suffix(".npz")
+        names = ARRAY_FIELDS if heatmap_as is None else tuple(n for n in ARRAY_FIELDS if n != "heatmap")
+        values.update(load_arrays(npz, names))
+        if heatmap_as is not None:
+            heatmap = load_array_as(npz, "heatmap", heatmap_as)
     classes = meta.get("classes")
-    return Prediction(family=str(meta.get("family", found.family)), model=str(meta.get("model", "")),
-                      label=meta.get("predicted_label"), probabilities=meta.get("probabilities"),
-                      classes=tuple(classes) if classes else None, extras=meta.get("extras") or {}, **values)
+    prediction = Prediction(family=str(meta.get("family", found.family)), model=str(meta.get("model", "")),
+                            label=meta.get("predicted_label"), probabilities=meta.get("probabilities"),
+                            classes=tuple(classes) if classes else None, extras=meta.get("extras") or {},
+                            **values)
+    if heatmap is not None:
+        if heatmap.ndim != 3:
+            raise PredictionStoreError(f"{side.with_suffix('.npz')}: heatmap must be (z, y, x), "
+                                       f"got shape {heatmap.shape}")
+        prediction.heatmap = heatmap  # set after the checks: Prediction would make it float32 again
+    return prediction
 
 
-def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    """The mask / heatmap / slice_probabilities arrays of a set (no pickles)."""
+def load_arrays(path: Path, names: Sequence[str] = ARRAY_FIELDS) -> dict[str, np.ndarray]:
+    """The mask / heatmap / slice_probabilities arrays of a set (no pickles), those in `names`."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files if name in ARRAY_FIELDS}
+            return {name: data[name] for name in data.files if name in names}
     except (OSError, ValueError, KeyError) as exc:
+        raise PredictionStoreError(f"{path}: cannot read the predicted arrays ({exc})") from None
+
+
+def load_array_as(path: Path, name: str, convert: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
+    """Array `name` of a set's .npz read one slice (first axis) at a time, each slice passed through
+    `convert` (e.g. to a smaller type), or None when the file has no such array: no whole copy at the
+    stored type (a float32 heatmap kept as uint8 peaks at its uint8 size, not at 1.25x its float32)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if f"{name}.npy" not in archive.namelist():
+                return None
+            with archive.open(f"{name}.npy") as handle:
+                version = np.lib.format.read_magic(handle)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, stored = read_header(handle)
+                if fortran or stored.hasobject or len(shape) < 2:
+                    whole = load_arrays(path, (name,))[name]
+                    return np.stack([convert(plane) for plane in whole]) if len(whole) else whole
+                size = int(np.prod(shape[1:], dtype=np.int64)) * stored.itemsize
+                out = None
+                for i in range(shape[0]):
+                    block = handle.read(size)
+                    if len(block) != size:
+                        raise ValueError(f"{name} ends after {i} of {shape[0]} slices")
+                    plane = np.asarray(convert(np.frombuffer(block, stored).reshape(shape[1:])))
+                    if out is None:
+                        out = np.empty((shape[0], *plane.shape), dtype=plane.dtype)
+                    out[i] = plane
+                return out if out is not None else np.empty(shape, dtype=stored)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise PredictionStoreError(f"{path}: cannot read the predicted arrays ({exc})") from None
 
 

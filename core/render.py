@@ -34,8 +34,9 @@ class OverlayLayer:
     kind "mask": `data` is a (z, y, x) or (y, x) array, non-zero inside; `style` fill/contour/both.
     kind "boxes": `data` maps axial slice index -> (xmin, ymin, xmax, ymax) fractions of width/height,
       or is a (z, 4) array with NaN rows for slices without a box. Drawn on axial slices only.
-    kind "heatmap": `data` is a (z, y, x) or (y, x) float array in [0, 1] (CAM), drawn with the jet
-      colour map; values below `threshold` stay transparent.
+    kind "heatmap": `data` is a (z, y, x) or (y, x) float array in [0, 1] (CAM), or uint8 holding
+      round(value * 255) (as the browser viewer gets it: a quarter of float32's memory), drawn with the
+      jet colour map; values below `threshold` stay transparent.
     """
 
     kind: str
@@ -241,6 +242,14 @@ def _layer_plane(layer: OverlayLayer, orientation: str, index: int,
     return plane
 
 
+def heat_values(plane: np.ndarray) -> np.ndarray:
+    """A heatmap plane as float32 in [0, 1]: uint8 planes hold round(value * 255)."""
+    arr = np.asarray(plane)
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / np.float32(255)
+    return np.clip(arr.astype(np.float32, copy=False), 0, 1)
+
+
 def composite(grey: np.ndarray, layers: Sequence[OverlayLayer], orientation: str = "axial",
               index: int = 0, direction: np.ndarray | None = None) -> np.ndarray:
     """Draw the visible layers over a uint8 grey slice -> uint8 RGB (y, x, 3).
@@ -270,7 +279,7 @@ def composite(grey: np.ndarray, layers: Sequence[OverlayLayer], orientation: str
                 edge = contour(inside, layer.line_width)
                 _blend(rgb, edge, colour, 1.0 if layer.style == "both" else layer.opacity)
         else:
-            heat = np.clip(np.asarray(plane, dtype=np.float32), 0, 1)
+            heat = heat_values(plane)
             where = heat > layer.threshold
             _blend(rgb, where, jet(heat).astype(np.float32), layer.opacity)
     return rgb

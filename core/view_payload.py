@@ -166,7 +166,9 @@ def mask_bytes(data: Any) -> bytes:
 
 
 def heatmap_to_uint8(plane: np.ndarray) -> np.ndarray:
-    """[0, 1] float -> uint8 0-255, rounding to nearest (non-finite -> 0)."""
+    """[0, 1] float -> uint8 0-255, rounding to nearest (non-finite -> 0); uint8 (already 0-255) as is."""
+    if np.asarray(plane).dtype == np.uint8:
+        return np.asarray(plane)
     v = np.nan_to_num(np.asarray(plane, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
     return (np.clip(v, 0, 1) * 255 + 0.5).astype(np.uint8)
 

@@ -10,6 +10,7 @@ import streamlit as st
 
 from core import render, settings, view_payload
 from core.errors import SlicewiseError
+from core.memory import release_freed_memory
 from core.volume import Volume
 from core.volume_fit import display_name
 from pages._ui.frames import VolumeView, montage_png, volume_view
@@ -286,6 +287,7 @@ COMPACT = "<style>[data-testid='stMainBlockContainer'] { padding-top: 2.5rem; }<
 
 
 def main() -> None:
+    release_freed_memory()  # what the last run's messages left once sent (freed after that run ended)
     st.html(COMPACT)
     st.title("Viewer")
     root = data_root()
@@ -346,6 +348,7 @@ def main() -> None:
             _four_sequences(patient, volume, _current_index(volume.shape[0], "axial"))
     if source is not None:
         slice_viewer_feed(source, key=VIEWER_KEY)  # the rest of the volume and the layers, once on screen
+    release_freed_memory()  # this run's slice-sized temporaries: not carried into the next run's peak
 
 
 main()

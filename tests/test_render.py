@@ -149,6 +149,19 @@ def test_heatmap_uses_jet_and_threshold():
     assert rgb[0, 0].sum() == 0
 
 
+def test_a_uint8_heatmap_draws_as_its_value_times_255():
+    """The Viewer keeps stored heatmaps as uint8 0-255 (what the browser gets): drawn as value / 255."""
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 256, (2, 16, 16)).astype(np.uint8)
+    grey = rng.integers(0, 256, (16, 16)).astype(np.uint8)
+    as_float = OverlayLayer("heatmap", levels.astype(np.float32) / 255, opacity=0.6, threshold=0.3)
+    as_uint8 = OverlayLayer("heatmap", levels, opacity=0.6, threshold=0.3)
+    np.testing.assert_array_equal(render.composite(grey, [as_uint8], index=1),
+                                  render.composite(grey, [as_float], index=1))
+    np.testing.assert_array_equal(render.heat_values(np.array([0, 128, 255], np.uint8)),
+                                  np.float32([0, 128, 255]) / np.float32(255))
+
+
 def test_overlay_shape_mismatch_names_the_layer():
     with pytest.raises(ValueError, match="lung mask"):
         layer = OverlayLayer("mask", np.ones((1, 5, 5)), label="lung mask")

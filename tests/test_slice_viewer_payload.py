@@ -9,8 +9,7 @@ import numpy as np
 from core.render import OverlayLayer
 from core.view_payload import decode_plane, from_raw, intensity_coding, unpack
 from core.volume import Volume
-from pages._ui.frames import CHUNK, volume_view
-from pages._ui.slice_viewer import FEED_SLOTS
+from pages._ui.frames import CHUNK, FEED_CHUNKS, volume_view
 
 
 def _volume(z: int = 21, y: int = 24, x: int = 30) -> Volume:
@@ -62,7 +61,7 @@ def test_layers_feed_apart_and_the_volume_key_ignores_window_and_look():
     view, _ = volume_view("/v", 1.0, volume, layers)
     feeds = view.layer_payloads()
     assert len(feeds) == 2  # mask and heatmap; boxes travel in the header
-    assert view.feed_payloads(10) == view.feed_payloads(10)  # cached: the same bytes every rerun
+    assert view.feed_payload(10, 0) == view.feed_payload(10, 0)  # the same bytes every rerun: a reference
     faded = {**layers, "m": OverlayLayer("mask", layers["m"].data, opacity=0.1, label="m")}
     again, _ = volume_view("/v", 1.0, volume, faded)
     assert again.volume_key == view.volume_key and again.layer_payloads() == feeds
@@ -80,10 +79,13 @@ def test_the_feeds_carry_every_slice_but_the_start_once_exactly():
     volume = _volume()
     view, _ = volume_view("/v", 1.0, volume, {})
     coding = intensity_coding(volume.array)
-    payloads = [unpack(p) for p in view.feed_payloads(10)]
-    assert len(payloads) == len(FEED_SLOTS) and {h["volume"] for h, _ in payloads} == {view.volume_key}
+    payloads = [unpack(view.feed_payload(10, slot)) for slot in range(view.feed_count)]
+    assert view.feed_count == -(-21 // (CHUNK * FEED_CHUNKS))
+    assert {h["volume"] for h, _ in payloads} == {view.volume_key}
     sent = {i: b for h, blobs in payloads for i, b in zip(h["indices"], blobs, strict=True)}
     assert sorted(sent) == [i for i in range(21) if i != 10]
     for i, blob in sent.items():
         np.testing.assert_array_equal(from_raw(decode_plane(blob, volume.shape[1:]), coding), volume.array[i])
-    assert set(payloads[0][0]["indices"]) >= {i for i in range(10 - CHUNK, 10 + CHUNK + 1) if i != 10}
+    assert set(payloads[0][0]["indices"]) >= {i for i in range(CHUNK, 2 * CHUNK) if i != 10}  # its own run
+    far = [max(abs(i - 10) for i in h["indices"]) for h, _ in payloads]
+    assert len(payloads) >= 2 and far == sorted(far)  # nearest runs first

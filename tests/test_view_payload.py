@@ -99,6 +99,8 @@ def test_masks_travel_as_uint8_labels_and_heatmaps_as_0_to_255():
     heat = np.array([[[0.0, 0.5], [1.0, np.nan]]], np.float32)
     sent = np.frombuffer(zlib.decompress(heatmap_bytes(heat)), np.uint8)
     np.testing.assert_array_equal(sent, [0, 128, 255, 0])
+    levels = np.array([[[0, 7], [128, 255]]], np.uint8)  # a uint8 heatmap is 0-255 already: as is
+    assert heatmap_bytes(levels) == heatmap_bytes(levels.astype(np.float32) / 255)
 
 
 def test_boxes_travel_as_vectors_of_the_slices_that_have_one():

@@ -366,7 +366,7 @@ def _check_pixel_budget(ds: Dataset, path: Path) -> None:
 
 
 def _check_finite(values: np.ndarray, ds: Dataset, path: Path) -> None:
-    if values.size and not np.isfinite(values).any():
+    if values.size and not any(np.isfinite(plane).any() for plane in values):  # no volume-sized mask
         raise VolumeReadError(
             path, f"every pixel is out of range after rescaling (RescaleSlope {ds.get('RescaleSlope', 1)}, "
             f"RescaleIntercept {ds.get('RescaleIntercept', 0)}): the values exceed float32")

@@ -2,10 +2,14 @@
 
 The browser gets raw slices and layers, not rendered frames (core.view_payload decides the bytes), so
 nothing here depends on the window or on the layers' look: a window or opacity change encodes
-nothing. The feed payloads (axial slices in runs of CHUNK, nearest the opening slice first) are packed
-once and cached per volume: a rerun hands Streamlit the same bytes (no re-encoding, no new copy, and
-the browser gets a reference). The opening slice alone is encoded on each run (a few ms). Layer
-payloads are cached per layer data (layers are cached by the pages and never mutated).
+nothing. The feed payloads (axial slices in runs of CHUNK, nearest the opening slice first) are
+encoded one at a time when the page sends them and not kept: Streamlit copies a payload into its
+message (and again to hash and to send it), so a cached copy of every feed held the compressed
+volume twice over while the run that sends them peaked (memory, not time: the feeds leave on the
+runs before the browser reports it holds every slice, normally one; the bytes are deterministic, so
+a rerun's payload has the same hash and the browser gets a reference). The opening slice alone is
+encoded on each run (a few ms). Layer payloads are cached per layer data (layers are cached by the
+pages and never mutated).
 """
 
 from __future__ import annotations
@@ -22,23 +26,18 @@ from core import render, view_payload
 from core.render import OverlayLayer
 from core.view_payload import IntensityCoding
 from core.volume import Volume
-from pages._ui.slice_viewer import FEED_SLOTS, stack_id
+from pages._ui.slice_viewer import stack_id
 
 CHUNK = 8  # axial slices per run in the feeds (~1.7 MB at 512x512 CT)
+FEED_CHUNKS = 1  # runs per feed payload (~1.7 MB at 512x512 CT), nearest the opening slice first: Streamlit
+# copies a payload several times while it sends it (proto, hash, websocket) while the next one is
+# encoded, so the server's peak grows with the payload size (LIDC-IDRI-0001, two runs each: two runs
+# per payload peaked ~25 MiB higher than one)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _coding(path: str, mtime: float, _volume: Volume) -> IntensityCoding:
     return view_payload.intensity_coding(_volume.array)
-
-
-@st.cache_resource(max_entries=12, show_spinner=False)  # FEED_SLOTS payloads of ~3 volumes
-def _feed_payload(path: str, mtime: float, key: str, start: int, slot: int, _volume: Volume,
-                  _coding: IntensityCoding) -> bytes:
-    """One feed payload (its slices encoded, packed once): a rerun hands Streamlit the same bytes object."""
-    indices = view_payload.feed_plan(int(_volume.shape[0]), start, CHUNK, FEED_SLOTS)[slot]
-    header = {"volume": key, "kind": "slices", "indices": indices}
-    return view_payload.pack(header, view_payload.encode_slices(_volume.array, indices, _coding))
 
 
 def _version(layer: OverlayLayer) -> str:
@@ -103,10 +102,17 @@ class VolumeView:
         """Encoded axial slices `indices`, in that order (the opening slice: a few ms)."""
         return view_payload.encode_slices(self.volume.array, [int(i) for i in indices], self.coding)
 
-    def feed_payloads(self, start: int) -> list[bytes]:
-        """The FEED_SLOTS payloads of every axial slice but `start`, nearest `start` first (cached)."""
-        args = (self.path, self.mtime, self.volume_key, int(start))
-        return [_feed_payload(*args, slot, self.volume, self.coding) for slot in range(len(FEED_SLOTS))]
+    @property
+    def feed_count(self) -> int:
+        return -(-self.count // (CHUNK * FEED_CHUNKS))
+
+    def feed_payload(self, start: int, slot: int) -> bytes:
+        """Feed payload `slot` (< feed_count): its axial slices (every slice but `start` over all the
+        slots, nearest `start` first), encoded now and not kept (see the module docstring)."""
+        plan = view_payload.feed_plan(self.count, int(start), CHUNK, (FEED_CHUNKS,) * self.feed_count)
+        indices = plan[slot]
+        header = {"volume": self.volume_key, "kind": "slices", "indices": indices}
+        return view_payload.pack(header, view_payload.encode_slices(self.volume.array, indices, self.coding))
 
     def layer_payloads(self) -> list[tuple[str, bytes]]:
         """(layer id, payload) of each mask and heatmap layer (boxes travel in the viewer's header)."""

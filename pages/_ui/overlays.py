@@ -15,13 +15,13 @@ import html
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
 from core import predictions
 from core.errors import SlicewiseError
 from core.overlay import prediction_layers as prediction_layers_of
 from core.render import OverlayLayer
+from core.view_payload import heatmap_to_uint8
 from core.volume import Volume
 
 HOOK_KEY = "viewer_overlays"
@@ -87,11 +87,9 @@ def annotated_box_layer(csv_path: Path, volume: Volume) -> dict[str, OverlayLaye
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _stored_prediction(_found: predictions.PredictionSet, sidecar: str, mtime_ns: int):
-    """The stored set, its heatmap kept as float16 (half the memory; the browser gets 256 levels anyway)."""
-    stored = predictions.load_prediction(_found)
-    if stored.heatmap is not None and stored.heatmap.dtype != np.float16:
-        stored.heatmap = stored.heatmap.astype(np.float16)
-    return stored
+    """The stored set, its heatmap kept as uint8 0-255 (a quarter of float32's memory; the browser
+    gets these 256 levels, core.render draws them alike), read slice by slice (never whole at float32)."""
+    return predictions.load_prediction(_found, heatmap_as=heatmap_to_uint8)
 
 
 def prediction_layers(volume: Volume, runs_root: Path | None = None,

@@ -79,8 +79,6 @@ _component = st.components.v2.component("slicewise.slice_viewer", html=HTML, css
 _feed = st.components.v2.component("slicewise.slice_feed", html='<div class="sw-feed"></div>',
                                    css=".sw-feed { display: none; }", js=FEED_JS)
 
-FEED_SLOTS = (3, 6, 4, None)  # runs of axial slices per feed payload, nearest the start first; None: the rest
-
 
 class ViewSource(Protocol):
     """What the viewer shows (see pages._ui.frames.VolumeView): a volume's raw slices and its layers."""
@@ -89,11 +87,14 @@ class ViewSource(Protocol):
 
     def header(self, orientation: str) -> dict: ...  # shape, coding, aspect, presets, layers' look
     def slices(self, indices: Sequence[int]) -> list[bytes]: ...
-    def feed_payloads(self, start: int) -> list[bytes]: ...  # len(FEED_SLOTS) payloads
+    def feed_payload(self, start: int, slot: int) -> bytes: ...  # slot < feed_count, encoded on call
     def layer_payloads(self) -> list[tuple[str, bytes]]: ...  # (layer id, payload) per mask / heatmap
 
     @property
     def count(self) -> int: ...  # axial slices
+
+    @property
+    def feed_count(self) -> int: ...  # feed payloads that carry the axial slices
 
 
 @dataclass(frozen=True)
@@ -178,8 +179,8 @@ def slice_viewer_feed(source: ViewSource, *, key: str) -> None:
     view = st.session_state.get(f"{key}__view") or {}  # this volume's, or {}
     if not view.get("complete"):  # once the browser holds every slice, reruns stop carrying them
         start = feed_start(key, source, source.count // 2)
-        for slot, data in enumerate(source.feed_payloads(start)):
-            _feed(key=f"{key}_feed{slot}", data=data)
+        for slot in range(source.feed_count):  # one payload alive at a time: Streamlit copies each one
+            _feed(key=f"{key}_feed{slot}", data=source.feed_payload(start, slot))  # (proto, hash, send)
     loaded = set(view.get("loaded") or ())
     for ident, data in source.layer_payloads():
         if ident not in loaded:
