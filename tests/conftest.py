@@ -37,3 +37,22 @@ def scratch(tmp_path_factory, name: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+# tests.toy_family registers itself when imported: only inside this fixture, never at collection,
+# so that no other test sees a sixth family.
+@pytest.fixture
+def toy_env(monkeypatch, tmp_path):
+    import sys
+
+    import core.models
+
+    monkeypatch.setenv("SLICEWISE_FAMILY_MODULES", "tests.toy_family")
+    data = tmp_path / "data" / "toy_set"
+    data.mkdir(parents=True)
+    (data / "toy.json").write_text("{}")
+    yield tmp_path
+    # the registry is process-wide: leave it as the other tests expect it
+    core.models._REGISTRY.pop("toy_blobs", None)
+    core.models._PLUGINS.discard("tests.toy_family")
+    sys.modules.pop("tests.toy_family", None)

@@ -41,12 +41,10 @@ def _train(run: Path, data: Path, processes: int) -> dict:
 
 
 @pytest.mark.train
-def test_ddp_over_two_cpu_processes_trains_to_the_one_process_result(tmp_path):
-    from tests.toy_family import blob_volume
+def test_ddp_over_two_cpu_processes_trains_to_the_one_process_result(toy_env):
+    from tests.toy_family import blob_volume  # registers the toy family until toy_env ends
 
-    data = tmp_path / "data" / "toy_set"
-    data.mkdir(parents=True)
-    (data / "toy.json").write_text("{}")
+    tmp_path, data = toy_env, toy_env / "data" / "toy_set"
     one = _train(tmp_path / "runs" / "one", data, 1)
     two = _train(tmp_path / "runs" / "two", data, 2)
 
@@ -83,3 +81,47 @@ def test_devices_must_not_be_negative(tmp_path):
     check_range("devices", 0)
     with pytest.raises(SettingsError, match="devices"):
         check_range("devices", -1)
+
+
+def _trainers(run_dir: Path) -> list[int]:
+    """Pids of the `python -m core train` processes (every DDP rank) writing into `run_dir`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"train" in args and str(run_dir).encode() in args:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.train
+def test_cancel_ends_every_ddp_process(toy_env, monkeypatch):
+    """A background job training with two CPU processes: Cancel ends both ranks (one process group)."""
+    import time
+
+    from core import jobs
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    root, runs_root = toy_env / "data", toy_env / "runs"
+    job = jobs.submit("toy_blobs", root / "toy_set", {"devices": 2, "batch_size": 4, "max_epochs": 5000},
+                      device="cpu", runs_root=runs_root)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        job = jobs.get(job.id, runs_root=runs_root)
+        if len(_trainers(job.dir)) == 2 and (job.dir / "metrics.jsonl").is_file():
+            break
+        assert job.state not in jobs.FINAL_STATES, jobs.tail_log(job.id, 40, runs_root=runs_root)
+        time.sleep(0.3)
+    else:
+        raise AssertionError(f"two ranks never ran: {jobs.tail_log(job.id, 40, runs_root=runs_root)}")
+    jobs.cancel(job.id, runs_root=runs_root)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (
+            _trainers(job.dir) or not jobs.get(job.id, runs_root=runs_root).final):
+        time.sleep(0.3)
+    assert _trainers(job.dir) == []
+    assert jobs.get(job.id, runs_root=runs_root).state == jobs.STOPPED

@@ -12,25 +12,8 @@ import pytest
 from core import catalog, jobs, predictions, runs
 from core.io.writers import write_nifti
 
-# tests.toy_family registers itself when imported: only inside the fixture, never at collection,
-# so that no other test sees a sixth family.
-
-
-@pytest.fixture
-def toy_env(monkeypatch, tmp_path):
-    import sys
-
-    import core.models
-
-    monkeypatch.setenv("SLICEWISE_FAMILY_MODULES", "tests.toy_family")
-    data = tmp_path / "data" / "toy_set"
-    data.mkdir(parents=True)
-    (data / "toy.json").write_text("{}")
-    yield tmp_path
-    # the registry is process-wide: leave it as the other tests expect it
-    core.models._REGISTRY.pop("toy_blobs", None)
-    core.models._PLUGINS.discard("tests.toy_family")
-    sys.modules.pop("tests.toy_family", None)
+# tests.toy_family registers itself when imported: only inside the toy_env fixture (tests/conftest.py),
+# never at collection, so that no other test sees a sixth family.
 
 
 def _wait_done(job_id, root, timeout=240.0):
