@@ -108,17 +108,11 @@ def _data_root(tmp: Path) -> tuple[Path, str]:
 
 
 def _streamlit_pid(url: str) -> int | None:
+    from tests.conftest import pids_where
+
     port = url.rsplit(":", 1)[1]
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"streamlit" in b" ".join(cmd) and port.encode() in cmd:
-            return int(proc.name)
-    return None
+    found = pids_where(lambda cmd: b"streamlit" in b" ".join(cmd) and port.encode() in cmd)
+    return found[0] if found else None
 
 
 def _rss_mib(pid: int | None, field: str) -> float:

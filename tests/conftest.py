@@ -25,6 +25,21 @@ def data_root(tmp_path, monkeypatch):
     return root
 
 
+def pids_where(match) -> list[int]:
+    """Pids of the running processes whose argument list (bytes, split at NULs) `match` accepts."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if match(args):
+            found.append(int(proc.name))
+    return found
+
+
 @contextmanager
 def scratch(tmp_path_factory, name: str) -> Iterator[Path]:
     """A folder for a module-scoped fixture, removed when the fixture ends.

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import pids_where
+
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS, GLOBAL_BATCH = 4, 8
 
@@ -85,17 +87,7 @@ def test_devices_must_not_be_negative(tmp_path):
 
 def _trainers(run_dir: Path) -> list[int]:
     """Pids of the `python -m core train` processes (every DDP rank) writing into `run_dir`."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"train" in args and str(run_dir).encode() in args:
-            found.append(int(proc.name))
-    return found
+    return pids_where(lambda args: b"train" in args and str(run_dir).encode() in args)
 
 
 @pytest.mark.train
