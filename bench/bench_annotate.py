@@ -173,6 +173,14 @@ class Page:
         return out
 
 
+def _new_page(browser, height: int = 1000, timeout_ms: int = 60_000):
+    """A fresh browser context (1600 x `height`) and its page; the caller closes the context."""
+    context = browser.new_context(viewport={"width": 1600, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(timeout_ms)
+    return context, page
+
+
 def _wait_stable(store: BoxStore, volume_id: str, expected: int, timeout: float = 60.0) -> dict[int, dict]:
     """The volume's rows once there are `expected` of them or they stop changing for 3 s."""
     deadline, last, since = time.monotonic() + timeout, None, time.monotonic()
@@ -209,9 +217,7 @@ def _score(rows: dict[int, dict], volume, drawn: dict[int, tuple]) -> dict[str, 
 
 
 def _lost_new(browser, url: str, store: BoxStore, volume, drags: int) -> dict:
-    context = browser.new_context(viewport={"width": 1600, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
+    context, page = _new_page(browser)
     p = Page(page, url)
     try:
         p.open("lost", volume)
@@ -281,9 +287,7 @@ OLD_CANVAS_JS = """() => {
 
 
 def _lost_old(browser, url: str, store: BoxStore, volume, drags: int) -> dict:
-    context = browser.new_context(viewport={"width": 1600, "height": 1100})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
+    context, page = _new_page(browser, height=1100)
     try:
         page.goto(f"{url}/annotate?annotator={ANNOTATOR}")
         page.wait_for_function(OLD_SHOWN_JS, arg=volume.shape[0] // 2, polling="raf")
@@ -376,9 +380,7 @@ def _train_model(root: Path, runs_root: Path, boxes: int, epochs: int) -> dict:
 
 def _pace(browser, url: str, store: BoxStore, name: str, volume, workflow: str, mode: str,
           start: int, count: int, run_name: str | None = None) -> dict:
-    context = browser.new_context(viewport={"width": 1600, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
+    context, page = _new_page(browser)
     p = Page(page, url)
     keys = mode == "keys"
     upfront = 0.0
@@ -425,9 +427,7 @@ def _pace(browser, url: str, store: BoxStore, name: str, volume, workflow: str, 
 def _warm(browser, url: str, volume, run_name: str, z: int) -> float:
     """The server's first model proposal (it loads the run's checkpoint, once per server): seconds
     from "Propose box" to the model's box on the canvas, on a volume of its own, before the timed runs."""
-    context = browser.new_context(viewport={"width": 1600, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(120_000)
+    context, page = _new_page(browser, timeout_ms=120_000)
     p = Page(page, url)
     try:
         p.open("pace_warm", volume)
